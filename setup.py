@@ -1,0 +1,64 @@
+"""Builds idselect._C: the CPU kernel always; the CUDA kernel when torch has CUDA and nvcc is
+found (or FORCE_CUDA=1). Build with `pip install --no-build-isolation .` so that the build
+sees the torch it will run with."""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def rel(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def want_cuda() -> bool:
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+# FP contraction off: the same float32 results on every ISA level (see csrc/cpu).
+cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off"]
+sources = ["csrc/module.cpp"] + rel("csrc/cpu/*.cpp")
+with_cuda = want_cuda()
+if with_cuda:
+    sources += rel("csrc/cuda/*.cu") + rel("csrc/cuda/*.cpp")
+    extension = CUDAExtension(
+        "idselect._C",
+        sources,
+        extra_compile_args={"cxx": cxx_flags + ["-DIDSELECT_WITH_CUDA"],
+                            "nvcc": ["-O3", "--fmad=false", "-lineinfo"]},
+        extra_link_args=["-fopenmp"],
+        py_limited_api=False,
+    )
+else:
+    extension = CppExtension(
+        "idselect._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+    )
+
+print(
+    f"idselect: building the CPU kernel{' and the CUDA kernel' if with_cuda else ''} "
+    f"against torch {torch.__version__} (CUDA {torch.version.cuda}, nvcc home {CUDA_HOME}, "
+    f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', 'torch default')})",
+    file=sys.stderr,
+)
+
+setup(
+    name="idselect",
+    version="0.1.0",
+    description="ID-Selection visual token selection for LVLMs: fused CPU/CUDA kernels and model hooks",
+    packages=find_packages(include=["idselect", "idselect.*"]),
+    ext_modules=[extension],
+    cmdclass={"build_ext": BuildExtension},
+    python_requires=">=3.10",
+    install_requires=["torch", "numpy"],
+    extras_require={
+        "test": ["pytest", "hypothesis", "transformers>=5", "matplotlib", "tqdm"],
+        "bench": ["matplotlib", "tqdm", "transformers>=5"],
+    },
+)
