@@ -26,7 +26,7 @@
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 // One clone per ISA level; the loader picks the best the CPU supports.
-#define IDSELECT_HOT __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#define IDSELECT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define IDSELECT_HOT
 #endif
@@ -35,8 +35,14 @@ namespace idselect {
 namespace {
 
 constexpr float kEps = 1e-12f;
-constexpr int kLanes = 16;        // accumulator lanes per dot product (fixed summation order)
 constexpr int kMaxLookahead = 8;  // similarity rows computed per pass, at most
+
+// 16 float32 lanes. Element-wise vector ops round exactly like the scalar ones, and a
+// compiler without the ISA splits them, so the summation order below is the same on every
+// target; the accumulators stay in registers, which plain float arrays did not.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
 
 inline float load(float x) { return x; }
 inline float load(c10::BFloat16 x) {
@@ -47,7 +53,7 @@ inline float load(c10::BFloat16 x) {
 }
 inline float load(c10::Half x) {
 #if defined(__FLT16_MAX__)
-  _Float16 h;  // converts with one instruction where the CPU has F16C
+  _Float16 h;  // one instruction where the CPU has F16C
   std::memcpy(&h, &x.x, sizeof(h));
   return static_cast<float>(h);
 #else
@@ -55,34 +61,65 @@ inline float load(c10::Half x) {
 #endif
 }
 
-// Sum of 16 lanes in a fixed pairwise order.
-inline float reduce_lanes(const float* acc) {
-  float t[kLanes / 2];
-  for (int l = 0; l < kLanes / 2; ++l) t[l] = acc[l] + acc[l + kLanes / 2];
-  for (int w = kLanes / 4; w >= 1; w /= 2)
+inline f32x16 load16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline f32x16 load16(const c10::BFloat16* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  const u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
+  f32x16 v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+inline f32x16 load16(const c10::Half* p) {
+#if defined(__FLT16_MAX__)
+  typedef _Float16 f16x16 __attribute__((vector_size(32)));
+  f16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  return __builtin_convertvector(h, f32x16);
+#else
+  f32x16 v;
+  for (int l = 0; l < 16; ++l) v[l] = load(p[l]);
+  return v;
+#endif
+}
+
+// Sum of the 16 lanes in a fixed pairwise order.
+inline float reduce_lanes(f32x16 v) {
+  float t[8];
+  for (int l = 0; l < 8; ++l) t[l] = v[l] + v[l + 8];
+  for (int w = 4; w >= 1; w /= 2)
     for (int l = 0; l < w; ++l) t[l] = t[l] + t[l + w];
   return t[0];
 }
 
-// Dot products of one token x[0..D) with M float32 queries q[m*D ..]. Lane l of every
-// accumulator sees elements l, l+16, l+32, ... in the same order for every M.
+// Dot products of one token x[0..D) with M float32 queries q[m*D ..]. Each query's sum is
+// formed in the same order for every M (two 16-lane accumulators over 32-element blocks,
+// then a scalar tail), so lookahead cannot change a result.
 template <int M, typename T>
 inline __attribute__((always_inline)) void dot_many(const T* __restrict x,
                                                     const float* __restrict q, int64_t D,
                                                     float* __restrict out) {
-  float acc[M][kLanes] = {};
+  f32x16 acc0[M], acc1[M];
+#pragma GCC unroll 8
+  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = f32x16{};
   int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes) {
-    float xv[kLanes];
-    for (int l = 0; l < kLanes; ++l) xv[l] = load(x[d + l]);
-    for (int m = 0; m < M; ++m)
-      for (int l = 0; l < kLanes; ++l) acc[m][l] += xv[l] * q[m * D + d + l];
+  for (; d + 32 <= D; d += 32) {
+    const f32x16 x0 = load16(x + d), x1 = load16(x + d + 16);
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      acc0[m] += x0 * load16(q + m * D + d);
+      acc1[m] += x1 * load16(q + m * D + d + 16);
+    }
   }
-  for (int l = 0; d + l < D; ++l) {
-    const float xl = load(x[d + l]);
-    for (int m = 0; m < M; ++m) acc[m][l] += xl * q[m * D + d + l];
+  for (int m = 0; m < M; ++m) {
+    float tail = 0.f;
+    for (int64_t e = d; e < D; ++e) tail += load(x[e]) * q[m * D + e];
+    out[m] = reduce_lanes(acc0[m] + acc1[m]) + tail;
   }
-  for (int m = 0; m < M; ++m) out[m] = reduce_lanes(acc[m]);
 }
 
 // NaN-propagating max(norm, eps), as torch.clamp_min does.
@@ -90,18 +127,16 @@ inline float clamp_norm(float n) { return n < kEps ? kEps : n; }
 
 template <typename T>
 inline __attribute__((always_inline)) float token_norm(const T* __restrict x, int64_t D) {
-  float acc[kLanes] = {};
+  f32x16 acc0{}, acc1{};
   int64_t d = 0;
-  for (; d + kLanes <= D; d += kLanes)
-    for (int l = 0; l < kLanes; ++l) {
-      const float v = load(x[d + l]);
-      acc[l] += v * v;
-    }
-  for (int l = 0; d + l < D; ++l) {
-    const float v = load(x[d + l]);
-    acc[l] += v * v;
+  for (; d + 32 <= D; d += 32) {
+    const f32x16 x0 = load16(x + d), x1 = load16(x + d + 16);
+    acc0 += x0 * x0;
+    acc1 += x1 * x1;
   }
-  return clamp_norm(std::sqrt(reduce_lanes(acc)));
+  float tail = 0.f;
+  for (int64_t e = d; e < D; ++e) tail += load(x[e]) * load(x[e]);
+  return clamp_norm(std::sqrt(reduce_lanes(acc0 + acc1) + tail));
 }
 
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1).
