@@ -37,6 +37,10 @@ namespace {
 constexpr float kEps = 1e-12f;
 constexpr int kMaxLookahead = 8;  // similarity rows computed per pass, at most
 
+// Helpers that take or return vectors are always inlined: a call across target clones would
+// pass a 64-byte vector under two different ABIs (zmm register vs memory).
+#define IDSELECT_INLINE inline __attribute__((always_inline))
+
 // 16 float32 lanes. Element-wise vector ops round exactly like the scalar ones, and a
 // compiler without the ISA splits them, so the summation order below is the same on every
 // target; the accumulators stay in registers, which plain float arrays did not.
@@ -44,14 +48,14 @@ typedef float f32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 
-inline float load(float x) { return x; }
-inline float load(c10::BFloat16 x) {
+IDSELECT_INLINE float load(float x) { return x; }
+IDSELECT_INLINE float load(c10::BFloat16 x) {
   uint32_t bits = static_cast<uint32_t>(x.x) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
 }
-inline float load(c10::Half x) {
+IDSELECT_INLINE float load(c10::Half x) {
 #if defined(__FLT16_MAX__)
   _Float16 h;  // one instruction where the CPU has F16C
   std::memcpy(&h, &x.x, sizeof(h));
@@ -61,12 +65,12 @@ inline float load(c10::Half x) {
 #endif
 }
 
-inline f32x16 load16(const float* p) {
+IDSELECT_INLINE f32x16 load16(const float* p) {
   f32x16 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-inline f32x16 load16(const c10::BFloat16* p) {
+IDSELECT_INLINE f32x16 load16(const c10::BFloat16* p) {
   u16x16 h;
   std::memcpy(&h, p, sizeof(h));
   const u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
@@ -74,7 +78,7 @@ inline f32x16 load16(const c10::BFloat16* p) {
   std::memcpy(&v, &bits, sizeof(v));
   return v;
 }
-inline f32x16 load16(const c10::Half* p) {
+IDSELECT_INLINE f32x16 load16(const c10::Half* p) {
 #if defined(__FLT16_MAX__)
   typedef _Float16 f16x16 __attribute__((vector_size(32)));
   f16x16 h;
@@ -88,7 +92,7 @@ inline f32x16 load16(const c10::Half* p) {
 }
 
 // Sum of the 16 lanes in a fixed pairwise order.
-inline float reduce_lanes(f32x16 v) {
+IDSELECT_INLINE float reduce_lanes(f32x16 v) {
   float t[8];
   for (int l = 0; l < 8; ++l) t[l] = v[l] + v[l + 8];
   for (int w = 4; w >= 1; w /= 2)
@@ -100,7 +104,7 @@ inline float reduce_lanes(f32x16 v) {
 // formed in the same order for every M (two 16-lane accumulators over 32-element blocks,
 // then a scalar tail), so lookahead cannot change a result.
 template <int M, typename T>
-inline __attribute__((always_inline)) void dot_many(const T* __restrict x,
+IDSELECT_INLINE void dot_many(const T* __restrict x,
                                                     const float* __restrict q, int64_t D,
                                                     float* __restrict out) {
   f32x16 acc0[M], acc1[M];
@@ -123,10 +127,10 @@ inline __attribute__((always_inline)) void dot_many(const T* __restrict x,
 }
 
 // NaN-propagating max(norm, eps), as torch.clamp_min does.
-inline float clamp_norm(float n) { return n < kEps ? kEps : n; }
+IDSELECT_INLINE float clamp_norm(float n) { return n < kEps ? kEps : n; }
 
 template <typename T>
-inline __attribute__((always_inline)) float token_norm(const T* __restrict x, int64_t D) {
+IDSELECT_INLINE float token_norm(const T* __restrict x, int64_t D) {
   f32x16 acc0{}, acc1{};
   int64_t d = 0;
   for (; d + 32 <= D; d += 32) {
@@ -141,7 +145,7 @@ inline __attribute__((always_inline)) float token_norm(const T* __restrict x, in
 
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1).
 template <int M, typename T>
-inline __attribute__((always_inline)) void weights_block(
+IDSELECT_INLINE void weights_block(
     const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
     float* w, int64_t w_stride) {
@@ -158,7 +162,7 @@ inline __attribute__((always_inline)) void weights_block(
 }
 
 template <typename T>
-inline __attribute__((always_inline)) void weights_any(
+IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
     float* w, int64_t w_stride) {
