@@ -4,11 +4,17 @@
 
 #include <cmath>
 #include <optional>
+#include <string>
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 namespace idselect {
+
+// "torch.float64", as Python prints a dtype, so messages match the Python backends.
+inline std::string dtype_name(at::ScalarType t) {
+  return "torch." + std::string(c10::getDtypeNames(t).first);
+}
 
 inline void check_select_inputs(const at::Tensor& features, const at::Tensor& scores,
                                 int64_t k, double gamma,
@@ -22,10 +28,10 @@ inline void check_select_inputs(const at::Tensor& features, const at::Tensor& sc
   const auto fdt = features.scalar_type();
   TORCH_CHECK_TYPE(fdt == at::kFloat || fdt == at::kHalf || fdt == at::kBFloat16,
                    "idselect.select: features must be float32, float16 or bfloat16, got ",
-                   fdt);
+                   dtype_name(fdt));
   TORCH_CHECK_TYPE(at::isFloatingType(scores.scalar_type()),
                    "idselect.select: scores must be a floating tensor, got ",
-                   scores.scalar_type());
+                   dtype_name(scores.scalar_type()));
   TORCH_CHECK_VALUE(scores.device() == features.device(),
                     "idselect.select: scores must be on the same device as features (",
                     features.device(), "), got ", scores.device());
@@ -43,7 +49,7 @@ inline void check_select_inputs(const at::Tensor& features, const at::Tensor& sc
                       "idselect.select: lengths must be on the same device as features (",
                       features.device(), "), got ", len.device());
     TORCH_CHECK_VALUE(len.scalar_type() == at::kLong,
-                      "idselect.select: lengths must be int64, got ", len.scalar_type());
+                      "idselect.select: lengths must be int64, got ", dtype_name(len.scalar_type()));
     TORCH_CHECK_VALUE(len.dim() == 1 && len.size(0) == B,
                       "idselect.select: lengths must have shape [B] = [", B, "], got ",
                       len.sizes());

@@ -196,13 +196,11 @@ IDSELECT_DEFINE_HOT(c10::Half)
 #undef IDSELECT_DEFINE_HOT
 
 int lookahead_setting() {
-  // Similarity rows per feature pass; IDSELECT_CPU_LOOKAHEAD overrides it for benchmarks.
-  static const int value = [] {
-    const char* env = std::getenv("IDSELECT_CPU_LOOKAHEAD");
-    int v = env ? std::atoi(env) : 4;
-    return std::max(1, std::min(v, kMaxLookahead));
-  }();
-  return value;
+  // Similarity rows per feature pass. IDSELECT_CPU_LOOKAHEAD overrides it (read per call, so
+  // the benchmark can compare settings in one process); 1 = one row per step, no lookahead.
+  const char* env = std::getenv("IDSELECT_CPU_LOOKAHEAD");
+  const int value = env ? std::atoi(env) : 4;
+  return std::max(1, std::min(value, kMaxLookahead));
 }
 
 // Runs fn(j0, j1) over [0, n), split across threads when the work is large enough.
