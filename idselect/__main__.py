@@ -1,0 +1,29 @@
+"""Command line: ``python -m idselect bench`` times the op on default sizes."""
+import argparse
+import sys
+
+import torch
+
+import idselect
+from . import benchmark
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m idselect", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="time reference vs native kernel on default sizes")
+    bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    bench.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+
+    cases = [benchmark.Case(1, 576, 1024, 64), benchmark.Case(1, 576, 4096, 64)]
+    print(f"idselect {idselect.__version__}, torch {torch.__version__}, native backends "
+          f"{idselect.native_backends()}, device: {benchmark.device_name(args.device)}, "
+          f"threads: {torch.get_num_threads()}")
+    rows = benchmark.run(cases, ["reference", "eager", "native", "floor_read"], device=args.device, repeats=args.repeats)
+    print(benchmark.format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

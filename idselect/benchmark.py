@@ -1,0 +1,210 @@
+"""Op microbenchmark: native kernel vs eager PyTorch loops vs the memory floor.
+
+Used by ``python -m idselect bench`` (a short run on default sizes) and by
+``bench/bench_select.py`` (the full grid, JSON and plots under bench/results/).
+Every figure is a median over repeats with its 10th/90th percentiles, taken in one process
+so that ratios between backends are side by side.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+
+from . import reference
+from .api import select  # noqa: F401  (loads the op)
+
+
+@dataclass(frozen=True)
+class Case:
+    B: int
+    N: int
+    D: int
+    k: int
+    dtype: str = "float32"
+    gamma: float = 20.0
+    features: str = "random"  # or "clustered": a few centres, where suppression matters
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def make_inputs(case: Case, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    if case.features == "clustered":
+        centres = torch.randn(case.B, 16, case.D, generator=g)
+        member = torch.randint(0, 16, (case.B, case.N), generator=g)
+        feats = torch.gather(centres, 1, member[..., None].expand(-1, -1, case.D))
+        feats = feats + 0.3 * torch.randn(case.B, case.N, case.D, generator=g)
+    else:
+        feats = torch.randn(case.B, case.N, case.D, generator=g)
+    feats = feats.to(getattr(torch, case.dtype)).to(device)
+    scores = torch.rand(case.B, case.N, generator=g).to(device)
+    return feats, scores
+
+
+def eager_loop(features: torch.Tensor, scores: torch.Tensor, k: int, gamma: float = 20.0) -> torch.Tensor:
+    """The rule as a tuned eager PyTorch loop (what Python implementations ship): features
+    normalised once, then per step one masked argmax, one matrix-vector product and a few
+    vector ops, batched over rows and without host synchronisation."""
+    f = features.float()
+    fn = f / f.norm(dim=-1, keepdim=True).clamp_min(reference.EPS)
+    s = scores.float()
+    s = torch.where(s > 0, s, torch.zeros_like(s))
+    taken = torch.zeros_like(s, dtype=torch.bool)
+    rows = torch.arange(s.shape[0], device=s.device)
+    out = torch.empty(s.shape[0], k, dtype=torch.int64, device=s.device)
+    for t in range(k):
+        i = torch.where(taken, -1.0, s).argmax(dim=1)
+        out[:, t] = i
+        taken[rows, i] = True
+        cos = torch.bmm(fn, fn[rows, i].unsqueeze(2)).squeeze(2).clamp(-1.0, 1.0)
+        s = (s - torch.exp(-gamma * (1.0 - cos) ** 2) * s[rows, i].unsqueeze(1)).clamp_min(0.0)
+    return out
+
+
+@contextmanager
+def env_setting(name: str, value: Optional[str]):
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dict[str, Callable[[], object]]:
+    """What each backend runs for one case. floor_read: k plain reads of the features (the
+    least any one-row-per-step method moves); floor_matvec: k matrix-vector products; gram:
+    one blocked N x N similarity GEMM, a lower bound for a precomputed-Gram method."""
+    k, gamma = case.k, case.gamma
+    flat = features.reshape(-1, case.D)
+    fn32 = features.float()
+    vec = torch.randn(case.D, device=features.device)
+    return {
+        "native": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        "reference": lambda: reference.select(features, scores, k, gamma),
+        "eager": lambda: eager_loop(features, scores, k, gamma),
+        "floor_read": lambda: [flat.sum() for _ in range(k)],
+        "floor_matvec": lambda: [torch.mv(fn32[0], vec) for _ in range(k)],
+        "gram": lambda: torch.bmm(fn32, fn32.transpose(1, 2)),
+    }
+
+
+def time_ms(fn: Callable[[], object], repeats: int, device: str, warmup: int = 2) -> List[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.startswith("cuda"):
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def summarize(times: List[float]) -> Dict[str, float]:
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1]}
+
+
+def run(
+    cases: Iterable[Case],
+    backends: Iterable[str],
+    device: str = "cpu",
+    repeats: int = 11,
+    lookaheads: Iterable[Optional[int]] = (None,),
+    progress: bool = False,
+) -> List[dict]:
+    """Time every backend on every case; returns one row per (case, backend[, lookahead])."""
+    cases, backends, lookaheads = list(cases), list(backends), list(lookaheads)
+    meta = {
+        "device": device_name(device),
+        "device_type": torch.device(device).type,
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "threads": torch.get_num_threads(),
+    }
+    jobs = [(c, b, la) for c in cases for b in backends for la in (lookaheads if b == "native" else [None])]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="idselect bench", unit="run")
+    rows, inputs_for = [], {}
+    for case, backend, lookahead in jobs:
+        if case not in inputs_for:
+            inputs_for = {case: make_inputs(case, device)}
+        feats, scores = inputs_for[case]
+        fn = backend_fns(feats, scores, case)[backend]
+        with env_setting("IDSELECT_CPU_LOOKAHEAD", None if lookahead is None else str(lookahead)):
+            stats = summarize(time_ms(fn, repeats, device))
+        name = backend if lookahead is None else f"native_lookahead{lookahead}"
+        rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def format_table(rows: List[dict]) -> str:
+    """One line per case: median ms (p10-p90) of each backend, and speedups of native."""
+    by_case: Dict[tuple, Dict[str, dict]] = {}
+    for r in rows:
+        key = (r["B"], r["N"], r["D"], r["k"], r["dtype"], r["gamma"], r["features"])
+        by_case.setdefault(key, {})[r["backend"]] = r
+    lines = []
+    for key, results in by_case.items():
+        B, N, D, k, dtype, gamma, feats = key
+        parts = [f"B={B} N={N} D={D} k={k} {dtype} gamma={gamma:g} {feats}:"]
+        for name, r in results.items():
+            parts.append(f"  {name:>20}: {r['median_ms']:9.3f} ms  ({r['p10_ms']:.3f}-{r['p90_ms']:.3f})")
+        if "native" in results:
+            nat = results["native"]["median_ms"]
+            for base in ("eager", "reference"):
+                if base in results:
+                    parts.append(f"  {'native speedup vs ' + base:>32}: {results[base]['median_ms'] / nat:6.2f}x")
+            if "floor_read" in results:
+                parts.append(f"  {'native / floor_read':>32}: {nat / results['floor_read']['median_ms']:6.2f}x")
+        lines.append("\n".join(parts))
+    return "\n".join(lines)
