@@ -49,10 +49,13 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["D"], r["dtype"]) for r in rows if r["B"] == 1 and r["k"] == 64 and r["features"] == "random"})
+    sweep = [r for r in rows if r["B"] == 1 and r["k"] == 64 and r["features"] == "random"]
+    # One panel per (D, dtype) that was measured at several N.
+    panels = sorted(key for key in {(r["D"], r["dtype"]) for r in sweep}
+                    if len({r["N"] for r in sweep if (r["D"], r["dtype"]) == key}) > 1)
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4), squeeze=False)
     for ax, (D, dtype) in zip(axes[0], panels):
-        sel = [r for r in rows if r["B"] == 1 and r["k"] == 64 and r["D"] == D and r["dtype"] == dtype and r["features"] == "random"]
+        sel = [r for r in sweep if r["D"] == D and r["dtype"] == dtype]
         for backend in sorted({r["backend"] for r in sel}):
             pts = sorted((r["N"], r["median_ms"], r["p10_ms"], r["p90_ms"]) for r in sel if r["backend"] == backend)
             if len(pts) < 2:
@@ -72,7 +75,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    p.add_argument("--replot", metavar="JSON", help="only redraw the PNG from an earlier JSON")
     args = p.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            plot(json.load(f), os.path.splitext(args.replot)[0] + ".png")
+        return 0
 
     device_type = torch.device(args.device).type
     grid = (cuda_grid if device_type == "cuda" else cpu_grid)(args.quick)
