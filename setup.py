@@ -33,7 +33,7 @@ if with_cuda:
         "idselect._C",
         sources,
         extra_compile_args={"cxx": cxx_flags + ["-DIDSELECT_WITH_CUDA"],
-                            "nvcc": ["-O3", "--fmad=false", "-lineinfo"]},
+                            "nvcc": ["-O3", "-lineinfo"]},
         extra_link_args=["-fopenmp"],
         py_limited_api=False,
     )

@@ -1,0 +1,61 @@
+// Registers the fused CUDA kernel (select_cuda.cu) as the CUDA backend of idselect::select.
+// Compiled only when torch has CUDA; the kernel itself has no torch headers.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../select_checks.h"
+#include "select_cuda.h"
+
+namespace idselect {
+namespace {
+
+cuda::FeatureType feature_type(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return cuda::FeatureType::kFloat32;
+    case at::kHalf: return cuda::FeatureType::kFloat16;
+    default: return cuda::FeatureType::kBFloat16;  // the only other dtype the checks allow
+  }
+}
+
+at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_in, int64_t k,
+                       double gamma, const std::optional<at::Tensor>& lengths_in) {
+  check_select_inputs(features_in, scores_in, k, gamma, lengths_in);
+  const c10::cuda::CUDAGuard guard(features_in.device());
+  const int64_t B = features_in.size(0), N = features_in.size(1), D = features_in.size(2);
+  at::Tensor out = at::empty({B, k}, features_in.options().dtype(at::kLong));
+  if (B == 0 || k == 0) return out;
+
+  // Only the feature dim must be dense; token and batch strides are passed through.
+  const at::Tensor features = features_in.stride(2) == 1 ? features_in : features_in.contiguous();
+  const at::Tensor scores = scores_in.to(at::kFloat).contiguous();
+  at::Tensor lengths;
+  if (lengths_in.has_value()) lengths = lengths_in->contiguous();
+  at::Tensor workspace =
+      at::empty({static_cast<int64_t>(cuda::workspace_floats(B, N))}, scores.options());
+
+  cuda::SelectParams params;
+  params.features = features.data_ptr();
+  params.batch_stride = features.stride(0);
+  params.token_stride = features.stride(1);
+  params.feature_type = feature_type(features.scalar_type());
+  params.scores = scores.data_ptr<float>();
+  params.lengths = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+  params.B = B;
+  params.N = N;
+  params.D = D;
+  params.k = k;
+  params.gamma = static_cast<float>(gamma);
+  params.out = out.data_ptr<int64_t>();
+  params.workspace = workspace.data_ptr<float>();
+  C10_CUDA_CHECK(cuda::launch_select(params, c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(idselect, CUDA, m) { m.impl("select", &select_cuda); }
+
+}  // namespace idselect
