@@ -43,28 +43,36 @@ def cuda_grid(quick: bool):
     return [(main + by_n + by_k, ["native", "reference", "eager"], [None])]
 
 
-def plot(rows, path):
+def plot(records, path):
+    """Time against N (k = 64) and against k (largest N), per backend, one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweep = [r for r in rows if r["B"] == 1 and r["k"] == 64 and r["features"] == "random"]
-    # One panel per (D, dtype) that was measured at several N.
-    panels = sorted(key for key in {(r["D"], r["dtype"]) for r in sweep}
-                    if len({r["N"] for r in sweep if (r["D"], r["dtype"]) == key}) > 1)
+    backends = sorted({key[:-3] for r in records for key in r if key.endswith("_us") and not key.endswith(("_p10_us", "_p90_us"))})
+    single = [r for r in records if r["B"] == 1 and r["features"] == "random"]
+    panels = []
+    for D, dtype in sorted({(r["D"], r["dtype"]) for r in single}):
+        sweep_n = [r for r in single if (r["D"], r["dtype"]) == (D, dtype) and r["k"] == 64]
+        if len({r["N"] for r in sweep_n}) > 1:
+            panels.append(("N", f"B=1 k=64 D={D} {dtype}", sweep_n))
+        big_n = max(r["N"] for r in single if (r["D"], r["dtype"]) == (D, dtype))
+        sweep_k = [r for r in single if (r["D"], r["dtype"], r["N"]) == (D, dtype, big_n)]
+        if len({r["k"] for r in sweep_k}) > 2:
+            panels.append(("k", f"B=1 N={big_n} D={D} {dtype}", sweep_k))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4), squeeze=False)
-    for ax, (D, dtype) in zip(axes[0], panels):
-        sel = [r for r in sweep if r["D"] == D and r["dtype"] == dtype]
-        for backend in sorted({r["backend"] for r in sel}):
-            pts = sorted((r["N"], r["median_ms"], r["p10_ms"], r["p90_ms"]) for r in sel if r["backend"] == backend)
+    for ax, (x, title, sel) in zip(axes[0], panels):
+        for b in backends:
+            pts = sorted((r[x], r[f"{b}_us"] / 1e3, r[f"{b}_p10_us"] / 1e3, r[f"{b}_p90_us"] / 1e3) for r in sel if f"{b}_us" in r)
             if len(pts) < 2:
                 continue
-            n, med, lo, hi = zip(*pts)
-            ax.errorbar(n, med, yerr=[[m - l for m, l in zip(med, lo)], [h - m for m, h in zip(med, hi)]], marker="o", capsize=3, label=backend)
-        ax.set(xscale="log", yscale="log", xlabel="N (tokens)", ylabel="ms (median, p10-p90)", title=f"B=1 k=64 D={D} {dtype}")
+            xs, med, lo, hi = zip(*pts)
+            ax.errorbar(xs, med, yerr=[[m - l for m, l in zip(med, lo)], [h - m for m, h in zip(med, hi)]], marker="o", capsize=3, label=b)
+        ax.set(xscale="log", yscale="log", xlabel=f"{x} (tokens)", ylabel="ms (median, p10-p90)", title=title)
         ax.legend(fontsize=8)
-    fig.suptitle(f"idselect.select on {rows[0]['device']} (torch {rows[0]['torch']}, {rows[0]['commit']})", fontsize=9)
+    r0 = records[0]
+    fig.suptitle(f"idselect.select on {r0['device']} (torch {r0['torch']}, {r0['commit']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -90,9 +98,10 @@ def main(argv=None):
     print(benchmark.format_table(rows))
     os.makedirs(args.out_dir, exist_ok=True)
     stem = f"select_{device_type}" + ("_quick" if args.quick else "")
+    records = benchmark.by_case(rows)
     with open(os.path.join(args.out_dir, stem + ".json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    plot(rows, os.path.join(args.out_dir, stem + ".png"))
+        json.dump(records, f, indent=1)
+    plot(records, os.path.join(args.out_dir, stem + ".png"))
     print(f"wrote {stem}.json and {stem}.png under {args.out_dir}")
     return 0
 

@@ -187,6 +187,23 @@ def run(
     return rows
 
 
+CASE_KEYS = ("B", "N", "D", "k", "dtype", "gamma", "features")
+
+
+def by_case(rows: List[dict]) -> List[dict]:
+    """One record per case: the run's metadata, the case, and for every backend
+    ``<backend>_us`` (median) with ``<backend>_p10_us`` / ``<backend>_p90_us``."""
+    records: Dict[tuple, dict] = {}
+    for r in rows:
+        key = tuple(r[k] for k in CASE_KEYS)
+        rec = records.setdefault(key, {k: r[k] for k in ("device", "device_type", "torch", "commit", "threads", "repeats") + CASE_KEYS})
+        b = r["backend"]
+        rec[f"{b}_us"] = round(r["median_ms"] * 1e3, 2)
+        rec[f"{b}_p10_us"] = round(r["p10_ms"] * 1e3, 2)
+        rec[f"{b}_p90_us"] = round(r["p90_ms"] * 1e3, 2)
+    return list(records.values())
+
+
 def format_table(rows: List[dict]) -> str:
     """One line per case: median ms (p10-p90) of each backend, and speedups of native."""
     by_case: Dict[tuple, Dict[str, dict]] = {}
