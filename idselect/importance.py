@@ -1,0 +1,120 @@
+"""Importance estimators of ID-Selection (docs/hooks.md, section "Importance").
+
+All three return scores normalised per image to [0, 1] by min-max (``minmax``), as the
+selection expects. They work on plain tensors and modules, so they can be used outside the
+model hooks too.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+
+def minmax(scores: torch.Tensor) -> torch.Tensor:
+    """Scale the last dimension to [0, 1]; a constant vector becomes all zeros."""
+    scores = scores.float()
+    low = scores.amin(dim=-1, keepdim=True)
+    span = scores.amax(dim=-1, keepdim=True) - low
+    return torch.where(span > 0, (scores - low) / span.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(scores))
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    # [..., T, heads * d] -> [..., heads, T, d]
+    *lead, T, width = x.shape
+    return x.view(*lead, T, heads, width // heads).transpose(-3, -2)
+
+
+def cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
+    """Attention of the [CLS] token (position 0) to every token in one vision encoder layer,
+    softmax probabilities averaged over heads, from the layer's own q/k projections (so it does
+    not need eager attention or ``output_attentions``).
+
+    Parameters
+    ----------
+    layer : nn.Module
+        A pre-norm ViT layer with ``layer_norm1`` (CLIP, SigLIP) or ``layernorm_before`` and a
+        ``self_attn`` / ``attention`` module holding ``q_proj`` and ``k_proj`` (CLIP-style).
+    hidden_in : Tensor [images, T, C]
+        The layer's input hidden states.
+
+    Returns
+    -------
+    Tensor [images, T] float32: attention of [CLS] to each of the T tokens (itself included).
+    """
+    norm = getattr(layer, "layer_norm1", None) or getattr(layer, "layernorm_before")
+    attn = getattr(layer, "self_attn", None) or getattr(layer, "attention")
+    heads = getattr(attn, "num_heads", None) or attn.config.num_attention_heads
+    x = norm(hidden_in)
+    q = _split_heads(attn.q_proj(x[:, :1]), heads).float()  # [I, h, 1, d]
+    k = _split_heads(attn.k_proj(x), heads).float()  # [I, h, T, d]
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return logits.softmax(dim=-1).mean(dim=1)[:, 0]  # [I, T]
+
+
+def visual_saliency(
+    encoder_layers: Sequence[nn.Module],
+    hidden_states: Sequence[torch.Tensor],
+    feature_layer: int,
+    drop_cls: bool,
+) -> torch.Tensor:
+    """[CLS] attention in the vision layer whose output the model uses (FasterVLM-style).
+
+    ``hidden_states`` is the encoder's tuple (embeddings, then each layer's output), so the
+    output ``hidden_states[feature_layer]`` is produced by layer ``index - 1`` from input
+    ``hidden_states[index - 1]``. Returns [images, T] (or [images, T - 1] with ``drop_cls``),
+    min-max normalised per image.
+    """
+    index = feature_layer % len(hidden_states)
+    if index == 0:
+        raise ValueError(
+            f"idselect: vision_feature_layer={feature_layer} selects the embeddings, which no "
+            "attention layer produced; saliency needs a transformer layer's output"
+        )
+    attention = cls_attention(encoder_layers[index - 1], hidden_states[index - 1])
+    return minmax(attention[:, 1:] if drop_cls else attention)
+
+
+def instruction_relevance(
+    query_hidden: torch.Tensor,
+    key_hidden: torch.Tensor,
+    decoder_layer: nn.Module,
+    num_heads: int,
+    num_kv_heads: int,
+    rotary: Optional[tuple] = None,
+) -> torch.Tensor:
+    """Attention of the last instruction token to the image tokens at one LLM layer.
+
+    ``softmax(q K^T / sqrt(d_head))`` over the given image tokens, averaged over heads, with
+    the layer's ``input_layernorm`` and ``self_attn.q_proj`` / ``k_proj`` (grouped KV heads
+    repeated). Returns [T] min-max normalised.
+
+    Parameters
+    ----------
+    query_hidden : Tensor [C]
+        Hidden state (input of ``decoder_layer``) of the last instruction token.
+    key_hidden : Tensor [T, C]
+        Hidden states of the image tokens.
+    rotary : (cos_q, sin_q, cos_k, sin_k), optional
+        Rotary embedding for the query position and the key positions ([1, d] and [T, d]);
+        without it, no rotary embedding is applied (the default; see docs/hooks.md).
+    """
+    norm, attn = decoder_layer.input_layernorm, decoder_layer.self_attn
+    q = attn.q_proj(norm(query_hidden[None])).float().view(1, num_heads, -1).transpose(0, 1)  # [h, 1, d]
+    k = attn.k_proj(norm(key_hidden)).float().view(key_hidden.shape[0], num_kv_heads, -1).transpose(0, 1)
+    if rotary is not None:
+        rotate = sys.modules[type(attn).__module__].rotate_half
+        cos_q, sin_q, cos_k, sin_k = (t.float() for t in rotary)
+        q = q * cos_q + rotate(q) * sin_q
+        k = k * cos_k + rotate(k) * sin_k
+    k = k.repeat_interleave(num_heads // num_kv_heads, dim=0)  # [h, T, d]
+    logits = (q @ k.transpose(-1, -2))[:, 0] / math.sqrt(q.shape[-1])  # [h, T]
+    return minmax(logits.softmax(dim=-1).mean(dim=0))
+
+
+def unified(saliency: torch.Tensor, relevance: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """``alpha * saliency + (1 - alpha) * relevance``, both min-max normalised first."""
+    return alpha * minmax(saliency) + (1.0 - alpha) * minmax(relevance)
