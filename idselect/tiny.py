@@ -1,0 +1,106 @@
+"""Tiny random-weight LVLMs built from configs (no download), for tests and the demo.
+
+Each builder returns ``(model, make_inputs)``: ``make_inputs(texts_before, texts_after, ...)``
+is not provided; instead ``image_token_count`` helpers compute how many placeholder tokens an
+image needs, from the model itself, so prompts are always consistent with the features.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import List, Optional, Sequence
+
+import torch
+
+IMAGE_TOKEN = 100
+VIDEO_TOKEN = 101
+PAD_TOKEN = 0
+VOCAB = 128
+
+
+def _vision(image_size=28, patch_size=7, layers=3):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                            image_size=image_size, patch_size=patch_size, projection_dim=32)
+
+
+def _text(layers=2):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=layers, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=512, pad_token_id=PAD_TOKEN)
+
+
+def _finish(model, seed):
+    torch.manual_seed(seed)
+    with torch.no_grad():  # random but not degenerate logits
+        for p in model.parameters():
+            p.normal_(0.0, 0.5 if p.dim() > 1 else 0.1)
+    model.generation_config.pad_token_id = PAD_TOKEN
+    return model.eval()
+
+
+def tiny_llava(seed: int = 0, attn_implementation: str = "sdpa"):
+    """LLaVA-1.5 layout: CLIP (3 layers, 28 px, 7 px patches: 16 tokens + [CLS]), feature layer
+    -2, 'default' strategy, 2-layer Llama with grouped KV heads."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    cfg = LlavaConfig(vision_config=_vision(), text_config=_text(), image_token_index=IMAGE_TOKEN,
+                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    cfg._attn_implementation = attn_implementation
+    return _finish(LlavaForConditionalGeneration(cfg), seed)
+
+
+def tiny_llava_next(seed: int = 0):
+    """LLaVA-NeXT anyres: 28 px crops on a grid of up to 2 x 2, newline tokens."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    cfg = LlavaNextConfig(vision_config=_vision(), text_config=_text(), image_token_index=IMAGE_TOKEN,
+                          image_grid_pinpoints=[[28, 56], [56, 28], [56, 56]], vision_feature_layer=-2,
+                          vision_feature_select_strategy="default")
+    return _finish(LlavaNextForConditionalGeneration(cfg), seed)
+
+
+def tiny_video_llava(seed: int = 0):
+    from transformers import VideoLlavaConfig, VideoLlavaForConditionalGeneration
+
+    cfg = VideoLlavaConfig(vision_config=_vision(), text_config=_text(), image_token_index=IMAGE_TOKEN,
+                           video_token_index=VIDEO_TOKEN, vision_feature_layer=-2,
+                           vision_feature_select_strategy="default")
+    return _finish(VideoLlavaForConditionalGeneration(cfg), seed)
+
+
+def video_llava_image_argument(model) -> str:
+    """The keyword for image pixels: ``pixel_values_images`` on transformers 5.17 (which
+    silently ignores ``pixel_values``), ``pixel_values`` on newer 5.x."""
+    params = inspect.signature(type(model).forward).parameters
+    return "pixel_values" if "pixel_values" in params else "pixel_values_images"
+
+
+def llava_next_pixels(model, image_sizes: Sequence[Sequence[int]], seed: int = 0):
+    """pixel_values [images, crops, 3, 28, 28] and image_sizes for the given (H, W) sizes, and
+    the placeholder count of each image (asked of the unpatched model itself)."""
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    g = torch.Generator().manual_seed(seed)
+    crops = [image_size_to_num_patches(s, model.config.image_grid_pinpoints, model.config.vision_config.image_size) for s in image_sizes]
+    pixel_values = torch.randn(len(image_sizes), max(crops), 3, 28, 28, generator=g)
+    sizes = torch.tensor(image_sizes)
+    with torch.no_grad():
+        feats = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True).pooler_output
+    return pixel_values, sizes, [int(f.shape[0]) for f in feats]
+
+
+def prompt(text_before: List[int], media_tokens: int, text_after: List[int], token: int = IMAGE_TOKEN) -> List[int]:
+    return list(text_before) + [token] * media_tokens + list(text_after)
+
+
+def left_pad(rows: List[List[int]]):
+    """input_ids and attention_mask, left-padded (the convention generate() expects)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD_TOKEN, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask
