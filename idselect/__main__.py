@@ -1,4 +1,8 @@
-"""Command line: ``python -m idselect bench`` times the op on default sizes."""
+"""Command line.
+
+    python -m idselect demo    generate() with and without ID-Selection (the main job)
+    python -m idselect bench   time the op: reference vs native kernel on default sizes
+"""
 import argparse
 import sys
 
@@ -11,10 +15,17 @@ from . import benchmark
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m idselect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="generate() with and without ID-Selection", add_help=False)
     bench = sub.add_parser("bench", help="time reference vs native kernel on default sizes")
     bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     bench.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        from . import demo
+
+        return demo.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     cases = [benchmark.Case(1, 576, 1024, 64), benchmark.Case(1, 576, 4096, 64)]
     print(f"idselect {idselect.__version__}, torch {torch.__version__}, native backends "

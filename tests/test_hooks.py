@@ -179,3 +179,13 @@ def test_video_budget_is_per_video_over_all_frames():
     with torch.no_grad(), idselect.patch(model, keep=10) as handle:
         model(**kwargs)
     assert counts == [FRAMES * PER_FRAME] and handle.last_stats["visual_tokens_after"] == 10
+
+
+def test_main_job_demo_runs(tmp_path, capsys):
+    from idselect import demo
+
+    out = tmp_path / "kept.png"
+    assert demo.main(["--repeats", "1", "--max-new-tokens", "2", "--keep", "32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "visual tokens: 576 -> 32" in printed and "speedup" in printed
+    assert out.stat().st_size > 10_000

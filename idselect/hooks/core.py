@@ -310,8 +310,10 @@ class PatchHandle:
         return imp.instruction_relevance(hidden[row, last[row]], hidden[row, cand], layer, heads, kv_heads, rot)
 
     def _select(self, plan, scores, embeds, keep_cols) -> None:
-        """One idselect.select call per distinct budget (ragged media padded, with lengths)."""
+        """One idselect.select call per distinct budget (ragged media padded, with lengths).
+        Records, per pruned medium, the kept token indices within it (for visualisation)."""
         opts = self.options
+        kept: List[Optional[torch.Tensor]] = [None] * len(plan)
         for m, row, cols, _ in plan:
             keep_cols[row, cols] = False
         groups: Dict[int, List[int]] = {}
@@ -330,7 +332,11 @@ class PatchHandle:
             lengths = torch.tensor(sizes, device=embeds.device)
             picked = id_select(feats.detach(), s, k_eff, opts.gamma, lengths, validate=False)
             for j, i in enumerate(members):
-                keep_cols[plan[i][1], cand_cols[j][picked[j]]] = True
+                chosen = cand_cols[j][picked[j]]
+                keep_cols[plan[i][1], chosen] = True
+                # Index within the medium: its tokens are plan[i][2] in order.
+                kept[i] = torch.searchsorted(plan[i][2], chosen.sort().values).cpu()
+        self.last_stats["kept_indices"] = kept
 
     def _prune(self, kwargs, keep_cols):
         embeds = kwargs["inputs_embeds"]
