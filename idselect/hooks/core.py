@@ -64,7 +64,8 @@ class DecodeState:
     original_length: int  # prefill length before pruning (columns)
     pruned_length: int  # after pruning (columns, padding included)
     pruned_mask: Optional[torch.Tensor]  # [B, pruned_length], None = all ones
-    shift: torch.Tensor  # [B, 1]: original position - pruned position, for later tokens
+    next_positions: torch.Tensor  # [R, B]: position of the first token after the prefill
+    position_rows: int  # 0: positions were [B, L]; R: they were [R, B, L] (M-RoPE)
 
 
 @dataclass
@@ -245,7 +246,12 @@ class PatchHandle:
                                importance_ms=(t1 - t0) * 1e3, select_ms=(t2 - t0) * 1e3)
         output = original(*args, **new_kwargs)
         cache = getattr(output, "past_key_values", None)
-        self._decode = None if cache is None else DecodeState(id(cache), state.original_length, state.pruned_length, state.pruned_mask, state.shift)
+        if cache is not None:
+            state.cache_id = id(cache)
+            self._decode = state
+            self.adapter.after_prefill(self.model, state)
+        else:
+            self._decode = None
         return output
 
     def _importance(self, llm_forward, plan, embeds, attention_mask, kwargs) -> List[torch.Tensor]:
@@ -293,6 +299,8 @@ class PatchHandle:
         last = _last_token_index(attention_mask, B, L, embeds.device)
         rotary = None
         if opts.relevance_rope:
+            if positions.dim() == 3 and positions.shape[0] == 4:  # text row + M-RoPE rows
+                positions = positions[1:]
             cos, sin = llm.rotary_emb(hidden, positions)
             rotary = (cos, sin)
         return hidden, last, rotary, layers[opts.relevance_layer]
@@ -339,8 +347,14 @@ class PatchHandle:
         self.last_stats["kept_indices"] = kept
 
     def _prune(self, kwargs, keep_cols):
+        """Drop the unselected columns; re-left-pad rows that lost different numbers.
+
+        Positions: 1-D positions (and the text row of 4-row M-RoPE positions, which only
+        shapes the mask) are renumbered contiguously: a kept token's position minus the tokens
+        removed before it. M-RoPE (t, h, w) rows keep every kept token's original position."""
         embeds = kwargs["inputs_embeds"]
         B, L, H = embeds.shape
+        device = embeds.device
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise ValueError(f"idselect: needs a 2-D attention_mask, got shape {list(mask.shape)}")
@@ -348,48 +362,58 @@ class PatchHandle:
         cache = kwargs.get("past_key_values")
         past = cache.get_seq_length() if cache is not None else 0
         if positions is None:
-            positions = (torch.arange(L, device=embeds.device) + past)[None].expand(B, L)
-        removed_before = torch.cumsum((~keep_cols).long(), dim=1)  # removed up to and including
-        new_positions_full = positions - removed_before
+            positions = (torch.arange(L, device=device) + past)[None].expand(B, L)
+        rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, L]
+        renumber = [0] if positions.dim() == 2 or rows_of.shape[0] == 4 else []
+        removed_before = torch.cumsum((~keep_cols).long(), dim=1)
+
         lengths = keep_cols.sum(dim=1)
         Lp = int(lengths.max())
         pad = Lp - lengths  # left padding added per row
-        # Destination column of each kept token: after the row's new left padding.
-        dest = pad[:, None] + torch.cumsum(keep_cols.long(), dim=1) - 1
-        rows = torch.arange(B, device=embeds.device)[:, None].expand(B, L)
+        dest = pad[:, None] + torch.cumsum(keep_cols.long(), dim=1) - 1  # column of each kept token
+        rows = torch.arange(B, device=device)[:, None].expand(B, L)
+        src_r, dst_c = rows[keep_cols], dest[keep_cols]
+
         new_embeds = embeds.new_zeros(B, Lp, H)
-        new_embeds[rows[keep_cols], dest[keep_cols]] = embeds[keep_cols]
-        new_pos = positions.new_zeros(B, Lp)
-        new_pos[rows[keep_cols], dest[keep_cols]] = new_positions_full[keep_cols]
-        need_mask = mask is not None or bool((pad > 0).any())
+        new_embeds[src_r, dst_c] = embeds[keep_cols]
+        new_rows = rows_of.new_zeros(rows_of.shape[0], B, Lp)
+        for r in range(rows_of.shape[0]):
+            values = rows_of[r] - removed_before if r in renumber else rows_of[r]
+            new_rows[r, src_r, dst_c] = values[keep_cols]
         new_mask = None
-        if need_mask:
-            source = mask if mask is not None else torch.ones(B, L, dtype=torch.long, device=embeds.device)
+        if mask is not None or bool((pad > 0).any()):
+            source = mask if mask is not None else torch.ones(B, L, dtype=torch.long, device=device)
             new_mask = source.new_zeros(B, Lp)
-            new_mask[rows[keep_cols], dest[keep_cols]] = source[keep_cols]
+            new_mask[src_r, dst_c] = source[keep_cols]
+        real = new_mask.bool() if new_mask is not None else torch.ones(B, Lp, dtype=torch.bool, device=device)
+        next_positions = torch.where(real[None], new_rows, new_rows.new_full((), -1)).amax(dim=2) + 1  # [R, B]
+
         new_kwargs = dict(kwargs)
-        new_kwargs.update(inputs_embeds=new_embeds, attention_mask=new_mask, position_ids=new_pos)
-        shift = (L - lengths)[:, None]  # removed tokens per row
-        return new_kwargs, DecodeState(0, L, Lp, new_mask, shift)
+        new_kwargs.update(inputs_embeds=new_embeds, attention_mask=new_mask,
+                          position_ids=new_rows[0] if positions.dim() == 2 else new_rows)
+        state = DecodeState(0, L, Lp, new_mask, next_positions, 0 if positions.dim() == 2 else rows_of.shape[0])
+        return new_kwargs, state
 
     # -- decode ----------------------------------------------------------------------------
     def _translate_decode(self, state: DecodeState, cache, kwargs):
+        """Mask and positions of tokens that follow a pruned prefill in the same cache. The
+        positions continue from the prefill's last ones, whatever the caller computed for the
+        unpruned sequence (which may rest on the pruned cache length)."""
         new_kwargs = dict(kwargs)
         q = kwargs["inputs_embeds"].shape[1] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"].shape[1]
         cached = cache.get_seq_length()
-        B = state.shift.shape[0]
-        device = state.shift.device
+        B = state.next_positions.shape[1]
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 2:
-            new_kwargs["attention_mask"] = torch.cat([state.pruned_mask if state.pruned_mask is not None else mask.new_ones(B, state.pruned_length), mask[:, state.original_length :]], dim=1)
+            head = state.pruned_mask if state.pruned_mask is not None else mask.new_ones(B, state.pruned_length)
+            new_kwargs["attention_mask"] = torch.cat([head, mask[:, state.original_length:]], dim=1)
         elif mask is None and state.pruned_mask is not None:
             extra = cached + q - state.pruned_length
             new_kwargs["attention_mask"] = torch.cat([state.pruned_mask, state.pruned_mask.new_ones(B, extra)], dim=1)
-        positions = kwargs.get("position_ids")
-        if positions is None:
-            original_next = cached + (state.original_length - state.pruned_length)
-            positions = (torch.arange(q, device=device) + original_next)[None].expand(B, q)
-        new_kwargs["position_ids"] = positions - state.shift.to(positions.device)
+        after = cached - state.pruned_length  # tokens already decoded after the prefill
+        steps = torch.arange(q, device=state.next_positions.device) + after
+        positions = state.next_positions[..., None] + steps  # [R, B, q]
+        new_kwargs["position_ids"] = positions[0] if state.position_rows == 0 else positions
         return new_kwargs
 
 
@@ -444,3 +468,6 @@ class FamilyAdapter:
 
     def install(self, handle: PatchHandle) -> None:
         raise NotImplementedError
+
+    def after_prefill(self, model: nn.Module, state: DecodeState) -> None:
+        """Hook for model state that depends on the pruned length (Qwen2.5-VL's rope_deltas)."""
