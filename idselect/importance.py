@@ -36,8 +36,9 @@ def cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
     Parameters
     ----------
     layer : nn.Module
-        A pre-norm ViT layer with ``layer_norm1`` (CLIP, SigLIP) or ``layernorm_before`` and a
-        ``self_attn`` / ``attention`` module holding ``q_proj`` and ``k_proj`` (CLIP-style).
+        A pre-norm ViT layer with ``layer_norm1`` (CLIP, SigLIP) or ``layernorm_before``
+        (InternViT) and a ``self_attn`` / ``attention`` module holding ``q_proj`` and ``k_proj``
+        (and InternViT's optional ``q_norm`` / ``k_norm``).
     hidden_in : Tensor [images, T, C]
         The layer's input hidden states.
 
@@ -49,8 +50,11 @@ def cls_attention(layer: nn.Module, hidden_in: torch.Tensor) -> torch.Tensor:
     attn = getattr(layer, "self_attn", None) or getattr(layer, "attention")
     heads = getattr(attn, "num_heads", None) or attn.config.num_attention_heads
     x = norm(hidden_in)
-    q = _split_heads(attn.q_proj(x[:, :1]), heads).float()  # [I, h, 1, d]
-    k = _split_heads(attn.k_proj(x), heads).float()  # [I, h, T, d]
+    q, k = attn.q_proj(x[:, :1]), attn.k_proj(x)
+    if getattr(attn, "q_norm", None) is not None:  # InternViT: norms over the full width
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q = _split_heads(q, heads).float()  # [I, h, 1, d]
+    k = _split_heads(k, heads).float()  # [I, h, T, d]
     logits = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     return logits.softmax(dim=-1).mean(dim=1)[:, 0]  # [I, T]
 

@@ -104,3 +104,33 @@ def left_pad(rows: List[List[int]]):
         ids[i, width - len(r):] = torch.tensor(r)
         mask[i, width - len(r):] = 1
     return ids, mask
+
+
+def tiny_qwen2_5_vl(seed: int = 0):
+    """Qwen2.5-VL layout: vision depth 2 with window attention (window 56 px = 2 merged
+    units) and one full-attention block, 2 x 2 merger, text M-RoPE (mrope_section 2/2/2)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=56, out_hidden_size=48, fullatt_block_indexes=[1], tokens_per_second=2)
+    text = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=PAD_TOKEN, bos_token_id=1, eos_token_id=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2]})
+    cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
+                           vision_start_token_id=102, vision_end_token_id=103)
+    return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
+
+
+def tiny_internvl(seed: int = 0):
+    """InternVL layout: InternViT (2 layers, 56 px tiles, 7 px patches: 64 patches + [CLS]),
+    pixel shuffle 0.5 (16 tokens per tile), a Qwen2 LLM."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2Config
+    from transformers.models.internvl.configuration_internvl import InternVLVisionConfig
+
+    vision = InternVLVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  image_size=[56, 56], patch_size=[7, 7])
+    text = Qwen2Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=PAD_TOKEN)
+    cfg = InternVLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, downsample_ratio=0.5,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default")
+    return _finish(InternVLForConditionalGeneration(cfg), seed)

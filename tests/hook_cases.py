@@ -1,85 +1,94 @@
-"""Tiny models and consistent inputs for the hook tests, one entry per supported family."""
+"""Tiny models and consistent inputs for the hook tests, one builder per supported family.
+
+``build(family, rows, first_row=0)`` returns (generate kwargs, visual tokens per medium).
+Every row's content comes from its own seed (``first_row + r``), so building one row alone with
+``first_row=r`` reproduces exactly that row of a batch: the batch-vs-alone tests rely on it.
+Each row is (text_before, images, text_after); Video-LLaVA and Qwen2.5-VL rows also end with
+one video.
+"""
 import torch
 
 from idselect import tiny
 
-
-def llava_case(rows_images, seed=0):
-    """rows_images: per batch row, (text_before, images, text_after) lengths; returns
-    (model, generate kwargs, visual tokens per image list per row)."""
-    model = tiny.tiny_llava(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    rows, pixels, counts = [], [], []
-    for before, images, after in rows_images:
-        ids = list(torch.randint(1, 90, (before,), generator=g).tolist())
-        for _ in range(images):
-            ids += [tiny.IMAGE_TOKEN] * 16 + torch.randint(1, 90, (2,), generator=g).tolist()
-            pixels.append(torch.randn(3, 28, 28, generator=g))
-            counts.append(16)
-        ids += torch.randint(1, 90, (after,), generator=g).tolist()
-        rows.append(ids)
-    input_ids, mask = tiny.left_pad(rows)
-    return model, dict(input_ids=input_ids, attention_mask=mask, pixel_values=torch.stack(pixels)), counts
-
-
-def llava_next_case(rows_images, seed=0):
-    model = tiny.tiny_llava_next(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    sizes = [[28, 56], [56, 56], [56, 28], [28, 28]]
-    all_sizes = []
-    for _, images, _ in rows_images:
-        all_sizes += [sizes[(len(all_sizes) + i) % len(sizes)] for i in range(images)]
-    pixel_values, image_sizes, counts = tiny.llava_next_pixels(model, all_sizes, seed)
-    rows, k = [], 0
-    for before, images, after in rows_images:
-        ids = torch.randint(1, 90, (before,), generator=g).tolist()
-        for _ in range(images):
-            ids += [tiny.IMAGE_TOKEN] * counts[k] + torch.randint(1, 90, (2,), generator=g).tolist()
-            k += 1
-        ids += torch.randint(1, 90, (after,), generator=g).tolist()
-        rows.append(ids)
-    input_ids, mask = tiny.left_pad(rows)
-    return model, dict(input_ids=input_ids, attention_mask=mask, pixel_values=pixel_values, image_sizes=image_sizes), counts
-
-
+MODELS = {
+    "llava": tiny.tiny_llava,
+    "llava_next": tiny.tiny_llava_next,
+    "video_llava": tiny.tiny_video_llava,
+    "qwen2_5_vl": tiny.tiny_qwen2_5_vl,
+    "internvl": tiny.tiny_internvl,
+}
 FRAMES, PER_FRAME = 4, 17  # Video-LLaVA videos keep [CLS]: 16 patches + 1 per frame
+NEXT_SIZES = [[28, 56], [56, 56], [56, 28], [28, 28]]
+QWEN_IMAGE_GRID, QWEN_VIDEO_GRID = (1, 8, 8), (2, 8, 8)  # 16 and 32 tokens after the 2 x 2 merger
+INTERNVL_TILES = [2, 1, 3]  # tiles per image, cycling; 16 tokens per tile
 
 
-def video_llava_case(rows_images, seed=0):
-    """Each row: its images, then one video."""
-    model = tiny.tiny_video_llava(seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    rows, pixels, videos, counts = [], [], [], []
-    for before, images, after in rows_images:
-        ids = torch.randint(1, 90, (before,), generator=g).tolist()
-        for _ in range(images):
-            ids += [tiny.IMAGE_TOKEN] * 16 + torch.randint(1, 90, (2,), generator=g).tolist()
-            pixels.append(torch.randn(3, 28, 28, generator=g))
-            counts.append(16)
-        ids += [tiny.VIDEO_TOKEN] * (FRAMES * PER_FRAME)
-        videos.append(torch.randn(FRAMES, 3, 28, 28, generator=g))
-        counts.append(FRAMES * PER_FRAME)
-        ids += torch.randint(1, 90, (after,), generator=g).tolist()
-        rows.append(ids)
-    input_ids, mask = tiny.left_pad(rows)
-    kwargs = dict(input_ids=input_ids, attention_mask=mask, pixel_values_videos=torch.stack(videos))
-    if pixels:
-        kwargs[tiny.video_llava_image_argument(model)] = torch.stack(pixels)
+def text(g, n):
+    return torch.randint(1, 90, (n,), generator=g).tolist()
+
+
+def build(family, model, rows, first_row=0):
+    ids_rows, counts = [], []
+    pixels, sizes, videos, tiles = [], [], [], []
+    for r, (before, images, after) in enumerate(rows):
+        g = torch.Generator().manual_seed(1000 + first_row + r)
+        ids = text(g, before)
+        for i in range(images):
+            if family == "llava_next":
+                size = NEXT_SIZES[(first_row + r + i) % len(NEXT_SIZES)]
+                px, sz, n = tiny.llava_next_pixels(model, [size], seed=1000 + first_row + r + 7 * i)
+                pixels.append(px[0]), sizes.append(sz[0])
+                n = n[0]
+            elif family == "qwen2_5_vl":
+                t, h, w = QWEN_IMAGE_GRID
+                pixels.append(torch.randn(t * h * w, 1176, generator=g))
+                sizes.append(torch.tensor(QWEN_IMAGE_GRID))
+                n = t * h * w // 4
+                ids += [102]
+            elif family == "internvl":
+                k = INTERNVL_TILES[(first_row + r + i) % len(INTERNVL_TILES)]
+                pixels.append(torch.randn(k, 3, 56, 56, generator=g))
+                n = 16 * k
+            else:
+                pixels.append(torch.randn(3, 28, 28, generator=g))
+                n = 16
+            ids += [tiny.IMAGE_TOKEN] * n + text(g, 2)
+            counts.append(n)
+        if family == "video_llava":
+            ids += [tiny.VIDEO_TOKEN] * (FRAMES * PER_FRAME)
+            videos.append(torch.randn(FRAMES, 3, 28, 28, generator=g))
+            counts.append(FRAMES * PER_FRAME)
+        if family == "qwen2_5_vl":
+            t, h, w = QWEN_VIDEO_GRID
+            ids += [102] + [tiny.VIDEO_TOKEN] * (t * h * w // 4) + [103]
+            videos.append(torch.randn(t * h * w, 1176, generator=g))
+            counts.append(t * h * w // 4)
+        ids_rows.append(ids + text(g, after))
+    input_ids, mask = tiny.left_pad(ids_rows)
+    kwargs = dict(input_ids=input_ids, attention_mask=mask)
+    if family == "qwen2_5_vl":
+        kwargs["mm_token_type_ids"] = (input_ids == tiny.IMAGE_TOKEN).long() + 2 * (input_ids == tiny.VIDEO_TOKEN).long()
+        if pixels:
+            kwargs.update(pixel_values=torch.cat(pixels), image_grid_thw=torch.stack(sizes))
+        kwargs.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.tensor([QWEN_VIDEO_GRID] * len(videos)))
+    elif family == "internvl":
+        if pixels:
+            kwargs["pixel_values"] = torch.cat(pixels)
+    elif family == "llava_next":
+        if pixels:
+            crops = max(p.shape[0] for p in pixels)
+            padded = [torch.cat([p, p.new_zeros(crops - p.shape[0], *p.shape[1:])]) for p in pixels]
+            kwargs.update(pixel_values=torch.stack(padded), image_sizes=torch.stack(sizes))
+    elif family == "video_llava":
+        kwargs["pixel_values_videos"] = torch.stack(videos)
+        if pixels:
+            kwargs[tiny.video_llava_image_argument(model)] = torch.stack(pixels)
+    elif pixels:
+        kwargs["pixel_values"] = torch.stack(pixels)
+    return kwargs, counts
+
+
+def case(family, rows, seed=0):
+    model = MODELS[family](seed)
+    kwargs, counts = build(family, model, rows)
     return model, kwargs, counts
-
-
-CASES = {"llava": llava_case, "llava_next": llava_next_case, "video_llava": video_llava_case}
-
-
-def row_kwargs(kwargs, row, rows_images, counts):
-    """The inputs of one batch row alone (unpadded), for batch-vs-alone comparisons."""
-    mask = kwargs["attention_mask"][row].bool()
-    out = {"input_ids": kwargs["input_ids"][row][mask][None], "attention_mask": torch.ones(1, int(mask.sum()), dtype=torch.long)}
-    first = sum(n for _, n, _ in rows_images[:row])
-    count = rows_images[row][1]
-    for key in ("pixel_values", "pixel_values_images", "image_sizes"):  # per image
-        if key in kwargs and count > 0:
-            out[key] = kwargs[key][first : first + count]
-    if "pixel_values_videos" in kwargs:  # one video per row
-        out["pixel_values_videos"] = kwargs["pixel_values_videos"][row : row + 1]
-    return out

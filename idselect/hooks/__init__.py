@@ -6,10 +6,15 @@ from typing import Dict, Union
 from torch import nn
 
 from .core import IMPORTANCE_CHOICES, FamilyAdapter, Options, PatchHandle
+from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
+from .qwen2_5_vl import Qwen25VLAdapter
 
 #: model_type -> adapter; a family registers itself here.
-REGISTRY: Dict[str, FamilyAdapter] = {a.model_type: a for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter())}
+REGISTRY: Dict[str, FamilyAdapter] = {
+    a.model_type: a
+    for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter(), Qwen25VLAdapter(), InternVLAdapter())
+}
 
 
 def supported_model_types():

@@ -201,13 +201,16 @@ class PatchHandle:
                     f"idselect: {rows.numel()} {modality} placeholder tokens but the "
                     f"{modality} features describe {sum(m.num_tokens for m in media)}"
                 )
-            start = 0
+            start, placed = 0, []
             for m in media:
                 r, c = rows[start : start + m.num_tokens], cols[start : start + m.num_tokens]
                 if m.num_tokens and not bool((r == r[0]).all()):
                     raise RuntimeError(f"idselect: a {modality}'s tokens span two batch rows")
-                found.append((m, int(r[0]) if m.num_tokens else 0, c))
+                placed.append((m, int(r[0]) if m.num_tokens else 0, c))
                 start += m.num_tokens
+            if modality in self.adapter.merge_adjacent:
+                placed = _merge_adjacent(placed)
+            found += placed
         return found
 
     def _prefill(self, original, pending, args, kwargs):
@@ -417,6 +420,23 @@ class PatchHandle:
         return new_kwargs
 
 
+def _merge_adjacent(placed: List[tuple]) -> List[tuple]:
+    """Join media whose placeholder tokens directly follow each other in one row (InternVL's
+    tiles of one image) into one medium with one budget."""
+    merged: List[tuple] = []
+    for m, row, cols in placed:
+        if merged:
+            pm, prow, pcols = merged[-1]
+            if prow == row and pm.modality == m.modality and int(pcols[-1]) + 1 == int(cols[0]):
+                sal = None
+                if pm.saliency is not None and m.saliency is not None:
+                    sal = torch.cat([pm.saliency, m.saliency])
+                merged[-1] = (Media(m.modality, pm.num_tokens + m.num_tokens, sal), row, torch.cat([pcols, cols]))
+                continue
+        merged.append((m, row, cols))
+    return merged
+
+
 class _StopForward(Exception):
     pass
 
@@ -453,6 +473,7 @@ class FamilyAdapter:
     """What a model family tells the hooks: where things are and how to read its features."""
 
     model_type: str = ""
+    merge_adjacent: tuple = ()  # modalities whose adjacent media form one (InternVL tiles)
 
     def base(self, model: nn.Module) -> nn.Module:
         return model.model if hasattr(model, "model") and hasattr(model.model, "language_model") else model

@@ -1,0 +1,48 @@
+"""Qwen2.5-VL (``qwen2_5_vl``): no [CLS] token, so "auto" importance is relevance; features
+are the merger's output; 3-D M-RoPE positions.
+
+Positions: the model computes the M-RoPE (t, h, w) positions of the unpruned sequence (its
+``get_rope_index``); every kept token keeps its original (t, h, w) position and every text
+token its own, and decoding continues after the largest one, exactly as without pruning. The
+model's cached ``rope_deltas`` are set for the pruned cache (position = cache length + delta)."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from .core import DecodeState, FamilyAdapter, Media, PatchHandle
+from .llava import bound_arguments, placeholder_mask
+
+
+class Qwen25VLAdapter(FamilyAdapter):
+    model_type = "qwen2_5_vl"
+
+    @staticmethod
+    def describe(modality: str):
+        def media(base, original, output, attention, args, kwargs) -> List[Media]:
+            return [Media(modality, int(f.shape[0])) for f in output.pooler_output]  # one per image / video
+
+        return media
+
+    def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
+        named = bound_arguments(original, args, kwargs)
+        ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
+        return {"image": placeholder_mask(base, base.config.image_token_id, ids, embeds),
+                "video": placeholder_mask(base, base.config.video_token_id, ids, embeds)}
+
+    def install(self, handle: PatchHandle) -> None:
+        base = self.base(handle.model)
+        for name, modality in (("get_image_features", "image"), ("get_video_features", "video")):
+            describe = self.describe(modality)
+            handle.replace(base, name, lambda orig, describe=describe: handle.wrap_feature_fn(
+                orig, lambda *a, **k: None, lambda out, layer_input, *a, **k: describe(base, orig, out, None, a, k)))
+        handle.replace(base, "forward", lambda orig: handle.wrap_model_forward(
+            orig, lambda *a, **k: self.token_masks(base, orig, a, k)))
+        handle.replace(self.language_model(handle.model), "forward", handle.wrap_language_model)
+
+    def after_prefill(self, model: nn.Module, state: DecodeState) -> None:
+        if state.position_rows:
+            # next M-RoPE position = pruned cache length + delta, per row
+            self.base(model).rope_deltas = (state.next_positions[-1] - state.pruned_length)[:, None]
