@@ -2,6 +2,8 @@
 
     python -m idselect demo    generate() with and without ID-Selection (the main job)
     python -m idselect bench   time the op: reference vs native kernel on default sizes
+    python -m idselect flops   theoretical prefill FLOPs with and without pruning
+    python -m idselect eval    accuracy on a local JSONL dataset, unpruned vs each keep
 """
 import argparse
 import sys
@@ -16,14 +18,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m idselect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="generate() with and without ID-Selection", add_help=False)
+    sub.add_parser("flops", help="theoretical prefill FLOPs", add_help=False)
+    sub.add_parser("eval", help="accuracy harness (local weights and JSONL)", add_help=False)
     bench = sub.add_parser("bench", help="time reference vs native kernel on default sizes")
     bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     bench.add_argument("--repeats", type=int, default=7)
     args, rest = parser.parse_known_args(argv)
-    if args.command == "demo":
-        from . import demo
+    if args.command in ("demo", "flops", "eval"):
+        import importlib
 
-        return demo.main(rest)
+        return importlib.import_module(f".{'evaluate' if args.command == 'eval' else args.command}", __package__).main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
