@@ -61,6 +61,14 @@ def placeholder_mask(base: nn.Module, token_id: int, input_ids, inputs_embeds) -
     return (inputs_embeds == token).all(-1)
 
 
+def image_and_video_masks(base: nn.Module, original, args, kwargs) -> Dict[str, torch.Tensor]:
+    """Placeholder positions of both modalities, for models with image and video tokens."""
+    named = bound_arguments(original, args, kwargs)
+    ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
+    return {"image": placeholder_mask(base, base.config.image_token_id, ids, embeds),
+            "video": placeholder_mask(base, base.config.video_token_id, ids, embeds)}
+
+
 class LlavaAdapter(FamilyAdapter):
     model_type = "llava"
     tower_attr = "vision_tower"
@@ -177,10 +185,7 @@ class VideoLlavaAdapter(LlavaAdapter):
         return media
 
     def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
-        named = bound_arguments(original, args, kwargs)
-        ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
-        return {"image": placeholder_mask(base, base.config.image_token_id, ids, embeds),
-                "video": placeholder_mask(base, base.config.video_token_id, ids, embeds)}
+        return image_and_video_masks(base, original, args, kwargs)
 
     def install(self, handle: PatchHandle) -> None:
         super().install(handle)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .core import DecodeState, FamilyAdapter, Media, PatchHandle
-from .llava import bound_arguments, placeholder_mask
+from .llava import image_and_video_masks
 
 
 class Qwen25VLAdapter(FamilyAdapter):
@@ -27,10 +27,7 @@ class Qwen25VLAdapter(FamilyAdapter):
         return media
 
     def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
-        named = bound_arguments(original, args, kwargs)
-        ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
-        return {"image": placeholder_mask(base, base.config.image_token_id, ids, embeds),
-                "video": placeholder_mask(base, base.config.video_token_id, ids, embeds)}
+        return image_and_video_masks(base, original, args, kwargs)
 
     def install(self, handle: PatchHandle) -> None:
         base = self.base(handle.model)
