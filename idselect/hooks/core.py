@@ -39,6 +39,10 @@ class Media:
     saliency: Optional[torch.Tensor] = None  # [num_tokens] in [0, 1], None if unavailable
     candidates: Optional[torch.Tensor] = None  # [num_tokens] bool; None = all (False: never kept when pruning)
 
+    def candidate_part(self, values: torch.Tensor) -> torch.Tensor:
+        """The entries of a per-token tensor that belong to candidate tokens."""
+        return values if self.candidates is None else values[self.candidates.to(values.device)]
+
 
 @dataclass
 class Options:
@@ -244,7 +248,7 @@ class PatchHandle:
         t2 = time.perf_counter()
 
         new_kwargs, state = self._prune(kwargs, keep_cols)
-        after = before - sum(m.num_tokens - k for m, _, _, k in to_prune)
+        after = before - int((~keep_cols).sum())  # what was really kept (budgets may exceed candidates)
         self.last_stats.update(visual_tokens_after=after, sequence_length_after=state.pruned_length,
                                importance_ms=(t1 - t0) * 1e3, select_ms=(t2 - t0) * 1e3)
         output = original(*args, **new_kwargs)
@@ -274,10 +278,8 @@ class PatchHandle:
             relevance_hidden = self._relevance_inputs(llm_forward, embeds, attention_mask, kwargs)
         out = []
         for m, row, cols, _ in plan:
-            cand = cols if m.candidates is None else cols[m.candidates.to(cols.device)]
-            sal = None
-            if m.saliency is not None:
-                sal = m.saliency.to(embeds.device) if m.candidates is None else m.saliency.to(embeds.device)[m.candidates.to(embeds.device)]
+            cand = m.candidate_part(cols)
+            sal = None if m.saliency is None else m.candidate_part(m.saliency.to(embeds.device))
             if want == "saliency":
                 out.append(imp.minmax(sal))
                 continue
@@ -331,7 +333,7 @@ class PatchHandle:
         for i, (_, _, _, k) in enumerate(plan):
             groups.setdefault(k, []).append(i)
         for k, members in groups.items():
-            cand_cols = [plan[i][2] if plan[i][0].candidates is None else plan[i][2][plan[i][0].candidates.to(plan[i][2].device)] for i in members]
+            cand_cols = [plan[i][0].candidate_part(plan[i][2]) for i in members]
             sizes = [c.numel() for c in cand_cols]
             k_eff = min([k] + sizes)
             width = max(sizes)
