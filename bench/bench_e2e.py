@@ -139,7 +139,6 @@ def run_model(name, size, device, dtype, keeps, text_tokens, new_tokens, repeats
         r["prefill_speedup"] = base["prefill_ms"] / r["prefill_ms"]
         r["generate_speedup"] = base["generate_ms"] / r["generate_ms"]
         r["select_share_of_prefill"] = r["select_ms"] / r["prefill_ms"]
-    del model
     return rows
 
 

@@ -1,13 +1,11 @@
 """Tiny random-weight LVLMs built from configs (no download), for tests and the demo.
 
-Each builder returns ``(model, make_inputs)``: ``make_inputs(texts_before, texts_after, ...)``
-is not provided; instead ``image_token_count`` helpers compute how many placeholder tokens an
-image needs, from the model itself, so prompts are always consistent with the features.
-"""
+Builders return the model only; helpers such as ``llava_next_pixels`` ask the model itself how
+many placeholder tokens an image needs, so prompts always match the features."""
 from __future__ import annotations
 
 import inspect
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 

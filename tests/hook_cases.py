@@ -29,7 +29,7 @@ def text(g, n):
 
 def build(family, model, rows, first_row=0):
     ids_rows, counts = [], []
-    pixels, sizes, videos, tiles = [], [], [], []
+    pixels, sizes, videos = [], [], []
     for r, (before, images, after) in enumerate(rows):
         g = torch.Generator().manual_seed(1000 + first_row + r)
         ids = text(g, before)

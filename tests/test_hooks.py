@@ -163,11 +163,8 @@ def test_llava_next_never_keeps_newline_tokens():
     seen = []
     layer = model.model.language_model.layers[0]
     hook = layer.register_forward_pre_hook(lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).detach()), with_kwargs=True)
-    norm = model.model.language_model.layers[0]
-    with torch.no_grad():
-        embeds_full = []
-        with idselect.patch(model, keep=8) as handle:
-            model(**kwargs)
+    with torch.no_grad(), idselect.patch(model, keep=8) as handle:
+        model(**kwargs)
     hook.remove()
     assert handle.last_stats["visual_tokens_after"] == 8
     hidden = seen[0][0]

@@ -15,7 +15,6 @@ How a patched model runs (LLaVA family; other families plug in the same way):
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
