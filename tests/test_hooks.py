@@ -131,10 +131,10 @@ def test_bad_options(options, message):
     assert not hasattr(model, "_idselect_handle")
 
 
-def test_relevance_layer_out_of_range_names_the_layers():
-    model, kwargs, _ = case("llava", [(1, 1, 1)])
-    with idselect.patch(model, keep=4, relevance_layer=7), pytest.raises(ValueError, match=r"relevance_layer must be in \[0, 1\]"):
-        model(**kwargs)
+def test_relevance_layer_out_of_range_names_the_layers_at_patch_time():
+    model, _, _ = case("llava", [(1, 1, 1)])
+    with pytest.raises(ValueError, match=r"relevance_layer must be in \[0, 1\] \(the LLM has 2 layers\), got relevance_layer=7"):
+        idselect.patch(model, keep=4, relevance_layer=7)
 
 
 def test_one_select_call_per_batch(monkeypatch):

@@ -81,8 +81,10 @@ def test_qwen_auto_importance_is_relevance_and_saliency_is_refused():
     with torch.no_grad(), idselect.patch(model, keep=4) as handle:
         model(**kwargs)
     assert handle.last_stats["visual_tokens_after"] == 8  # image + video, 4 each
-    with idselect.patch(model, keep=4, importance="saliency"), pytest.raises(ValueError, match="needs visual saliency"):
-        model(**kwargs)
+    for importance in ("saliency", "unified"):  # refused at patch time, naming the tower
+        with pytest.raises(ValueError, match=rf"importance='{importance}' needs \[CLS\] saliency.*qwen2_5_vl_vision"):
+            idselect.patch(model, keep=4, importance=importance)
+    assert "_idselect_handle" not in model.model.__dict__
 
 
 def test_qwen_video_is_selected_jointly_over_frames():

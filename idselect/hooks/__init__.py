@@ -1,11 +1,15 @@
 """``idselect.patch``: ID-Selection inside Hugging Face LVLMs (see docs/hooks.md)."""
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Dict, Union
 
+import numpy as np
+import torch
 from torch import nn
 
-from .core import IMPORTANCE_CHOICES, FamilyAdapter, Options, PatchHandle
+from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
@@ -37,17 +41,19 @@ def patch(
     model : transformers model
         A ``...ForConditionalGeneration`` (or its base model) of a supported ``model_type``.
     keep : int or float
-        int: tokens the LLM receives per image (per video for videos); float in (0, 1]: that
-        fraction of each image's tokens (rounded, at least 1). A budget >= the image's token
-        count leaves that image untouched.
+        int (also a numpy integer or a 0-d integer tensor): tokens the LLM receives per image
+        (per video for videos); float in (0, 1]: that fraction of each image's tokens (rounded,
+        at least 1). A budget >= the image's token count leaves that image untouched.
     gamma : float
         Suppression sharpness of the selection (paper: 20).
     importance : {"auto", "unified", "saliency", "relevance"}
-        "auto" is "unified" where the vision tower has a [CLS] token, else "relevance".
+        "auto" is "unified" where the vision tower has a [CLS] token, else "relevance";
+        "saliency" and "unified" are refused for towers without one.
     alpha : float
         Weight of saliency in "unified".
     relevance_layer : int
-        LLM layer whose W_Q / W_K score instruction relevance (0: on the input embeddings).
+        LLM layer whose W_Q / W_K score instruction relevance (0: on the input embeddings);
+        must be below the LLM's layer count.
     relevance_rope : bool
         Apply the LLM's rotary embedding to q and k for relevance.
 
@@ -60,11 +66,12 @@ def patch(
     Raises
     ------
     TypeError
-        The model's ``config.model_type`` is not supported (the message lists those that are).
+        The model's ``config.model_type`` (or its vision tower) is not supported (the message
+        lists those that are), or an option has the wrong type.
     RuntimeError
         The model is already patched (remove the first handle before patching again).
     ValueError
-        An option is out of range.
+        An option is out of range, or asks for something the model cannot do.
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
@@ -73,32 +80,80 @@ def patch(
             f"idselect.patch: model_type {model_type!r} ({type(model).__name__}) is not supported; "
             f"supported: {', '.join(supported_model_types())}"
         )
-    if getattr(model, "_idselect_handle", None) is not None:
-        raise RuntimeError(
-            "idselect.patch: this model is already patched; call .remove() on the handle "
-            "returned by the first patch() before patching it again"
-        )
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)):
-        raise TypeError(f"idselect.patch: keep must be an int or a float, got {type(keep).__name__} {keep!r}")
-    if isinstance(keep, int) and keep < 1:
-        raise ValueError(f"idselect.patch: keep must be >= 1 tokens, got keep={keep}")
-    if isinstance(keep, float) and not 0.0 < keep <= 1.0:
-        raise ValueError(f"idselect.patch: a fractional keep must be in (0, 1], got keep={keep}")
-    if importance not in IMPORTANCE_CHOICES:
-        raise ValueError(f"idselect.patch: importance must be one of {IMPORTANCE_CHOICES}, got {importance!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"idselect.patch: alpha must be in [0, 1], got alpha={alpha}")
-    if not gamma >= 0 or gamma == float("inf"):
-        raise ValueError(f"idselect.patch: gamma must be finite and >= 0, got gamma={gamma}")
-    if isinstance(relevance_layer, bool) or not isinstance(relevance_layer, int) or relevance_layer < 0:
-        raise ValueError(f"idselect.patch: relevance_layer must be an int >= 0, got {relevance_layer!r}")
-    options = Options(keep, float(gamma), importance, float(alpha), relevance_layer, bool(relevance_rope))
     adapter = REGISTRY[model_type]
+    adapter.check(model)
+    base = adapter.base(model)
+    if isinstance(base.__dict__.get(HANDLE_ATTR), PatchHandle):
+        raise RuntimeError(
+            "idselect.patch: this model (or the model it belongs to / contains) is already patched; "
+            "call .remove() on the handle returned by the first patch() before patching it again"
+        )
+    options = Options(
+        keep=_keep_option(keep),
+        gamma=_real_option("gamma", gamma, low=0.0),
+        importance=_importance_option(importance, adapter, model),
+        alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
+        relevance_layer=_layer_option(relevance_layer, len(adapter.decoder_layers(adapter.language_model(model)))),
+        relevance_rope=_bool_option("relevance_rope", relevance_rope),
+    )
     handle = PatchHandle(model, adapter, options)
     try:
         adapter.install(handle)
     except Exception:
         handle.remove()
         raise
-    model._idselect_handle = handle
+    base.__dict__[HANDLE_ATTR] = handle
     return handle
+
+
+def _keep_option(keep) -> Union[int, float]:
+    if isinstance(keep, torch.Tensor) and keep.dim() == 0 and keep.dtype != torch.bool:
+        keep = keep.item()
+    if isinstance(keep, (bool, np.bool_)) or not isinstance(keep, numbers.Real):
+        raise TypeError(f"idselect.patch: keep must be an int or a float, got {type(keep).__name__} {keep!r}")
+    if isinstance(keep, numbers.Integral):
+        if keep < 1:
+            raise ValueError(f"idselect.patch: keep must be >= 1 tokens, got keep={keep}")
+        return int(keep)
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"idselect.patch: a fractional keep must be in (0, 1], got keep={keep}")
+    return float(keep)
+
+
+def _real_option(name: str, value, low: float, high: float = math.inf) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"idselect.patch: {name} must be a real number, got {type(value).__name__} {value!r}")
+    if not (low <= value <= high) or math.isinf(value):
+        bound = f"[{low:g}, {high:g}]" if high != math.inf else f"finite and >= {low:g}"
+        raise ValueError(f"idselect.patch: {name} must be {'in ' if high != math.inf else ''}{bound}, got {name}={value}")
+    return float(value)
+
+
+def _bool_option(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"idselect.patch: {name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _layer_option(value, layers: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"idselect.patch: relevance_layer must be an int, got {type(value).__name__} {value!r}")
+    if not 0 <= value < layers:
+        raise ValueError(f"idselect.patch: relevance_layer must be in [0, {layers - 1}] (the LLM has {layers} layers), "
+                         f"got relevance_layer={value}")
+    return int(value)
+
+
+def _importance_option(importance, adapter: FamilyAdapter, model: nn.Module) -> str:
+    if importance not in IMPORTANCE_CHOICES:
+        raise ValueError(f"idselect.patch: importance must be one of {IMPORTANCE_CHOICES}, got {importance!r}")
+    saliency = adapter.has_saliency(model)
+    if importance == "auto":
+        return "unified" if saliency else "relevance"
+    if importance in ("saliency", "unified") and not saliency:
+        raise ValueError(
+            f"idselect.patch: importance={importance!r} needs [CLS] saliency, which this model's vision tower "
+            f"({model.config.model_type}, {getattr(model.config.vision_config, 'model_type', '?')}) does not have; "
+            "use importance='relevance' (or 'auto')"
+        )
+    return importance

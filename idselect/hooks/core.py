@@ -1,21 +1,36 @@
 """Model-independent part of the hooks: attribute patching, per-image selection, pruning of
-the LLM input, and the position / mask bookkeeping that keeps generate() right afterwards.
+the LLM input, and the mask / position bookkeeping that keeps every later call right.
 
 How a patched model runs (LLaVA family; other families plug in the same way):
 
 1. The model's feature functions (``get_image_features`` ...) are wrapped: after the original
    runs, the family adapter attaches a list of ``Media`` (tokens per image or video, saliency,
    which tokens are candidates) to the returned output.
-2. The model's own forward is wrapped only to note which input positions hold which modality.
-3. The language model's forward is wrapped: on a prefill that carries media it scores the media
+2. The model's own forward is wrapped to note which input positions hold which modality, to
+   collect the media of this call, and - on the first forward of a ``generate()`` call that
+   continues a pruned cache - to drop the tokens that cache already holds.
+3. The language model's forward is wrapped: on a call that carries media it scores the media
    tokens, selects per medium with ``idselect.select`` (one op call per distinct budget), drops
    the rest from ``inputs_embeds``, attention mask and positions, and runs the original LLM on
-   the shorter sequence. Decode steps that continue that cache get their mask and positions
-   translated to the pruned numbering.
+   the shorter sequence. Every later call on that cache gets its mask and positions translated.
+
+Where state lives (docs/hooks.md, "Generation patterns"):
+
+- What one forward call learns (its media) lives in a context variable for the duration of
+  that call: threads never see each other's.
+- What a prefill learns (how the cache's columns map to the caller's sequence, the mask of the
+  cached columns, the next positions) lives on the cache object it filled (``CacheState``), so
+  any number of caches can be continued in any order.
+- What one ``generate()`` call needs across its steps (its 2-D mask, the selection to reuse
+  with ``use_cache=False``, whether it continues a pruned cache) lives in a context variable
+  for the duration of that ``generate()`` call.
+- The handle holds only the options and the statistics of the last pruning.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -27,6 +42,9 @@ from .. import importance as imp
 from ..api import select as id_select
 
 IMPORTANCE_CHOICES = ("auto", "unified", "saliency", "relevance")
+STATE_ATTR = "_idselect_state"  # attribute of a cache object: its CacheState
+HANDLE_ATTR = "_idselect_handle"  # attribute of a patched base model: its PatchHandle
+MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
 
 
 @dataclass
@@ -43,11 +61,11 @@ class Media:
         return values if self.candidates is None else values[self.candidates.to(values.device)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
-    keep: float
+    keep: float  # int: tokens per medium; float in (0, 1]: fraction
     gamma: float
-    importance: str
+    importance: str  # resolved: "unified", "saliency" or "relevance"
     alpha: float
     relevance_layer: int
     relevance_rope: bool
@@ -60,47 +78,114 @@ class Options:
 
 
 @dataclass
-class DecodeState:
-    """What decode steps of a pruned prefill need: bound to that prefill's cache object."""
+class CacheState:
+    """How a cache filled through a patched model relates to the caller's sequence.
 
-    cache_id: int
-    original_length: int  # prefill length before pruning (columns)
-    pruned_length: int  # after pruning (columns, padding included)
-    pruned_mask: Optional[torch.Tensor]  # [B, pruned_length], None = all ones
-    next_positions: torch.Tensor  # [R, B]: position of the first token after the prefill
-    position_rows: int  # 0: positions were [B, L]; R: they were [R, B, L] (M-RoPE)
+    Lives on the cache object (attribute ``_idselect_state``)."""
+
+    length: int  # columns in the cache
+    original_length: int  # columns of the caller's (unpruned) sequence they stand for
+    mask: Optional[torch.Tensor]  # [B, length] 2-D mask of the cached columns; None = all ones
+    next_positions: torch.Tensor  # [R, B]: position of the next token
+    position_rows: int  # 0: positions are [B, L]; R: they are [R, B, L] (M-RoPE)
+
+
+def cache_state(cache) -> Optional[CacheState]:
+    return getattr(cache, STATE_ATTR, None) if cache is not None else None
 
 
 @dataclass
-class _Pending:
-    """Set by the model-forward wrapper, consumed by the LLM wrapper in the same call."""
+class _Call:
+    """One forward call of the patched model: set by the model-forward wrapper, read by the
+    feature and LLM wrappers further down the same call."""
 
+    handle: "PatchHandle"
     modality_masks: Dict[str, torch.Tensor]  # modality -> [B, L] bool
     media: Dict[str, List[Media]] = field(default_factory=dict)
 
 
-MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
+@dataclass
+class _Generation:
+    """One ``generate()`` call of the patched model."""
+
+    handle: "PatchHandle"
+    input_length: int  # columns of the sequence given to generate()
+    attention_mask: Optional[torch.Tensor]  # the caller's 2-D mask, if any
+    continues: Optional[CacheState]  # state of the pruned cache it continues, if any
+    use_cache: bool
+    first_forward: bool = True
+    no_cache_keep: Optional[torch.Tensor] = None  # use_cache=False: the first step's kept columns
+
+
+_CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
+_GENERATION: contextvars.ContextVar = contextvars.ContextVar("idselect_generation", default=None)
+
+
+class _Timing:
+    """Importance and selection time of one pruning, without host synchronisation: on CUDA,
+    events are recorded on the stream and read only when the statistics are read."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: List[Any] = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def elapsed_ms(self, start: int, end: int) -> float:
+        a, b = self.marks[start], self.marks[end]
+        if self.cuda:
+            b.synchronize()
+            return float(a.elapsed_time(b))
+        return (b - a) * 1e3
 
 
 class PatchHandle:
     """Returned by ``idselect.patch``; ``remove()`` restores the model exactly.
 
-    Attributes
-    ----------
-    last_stats : dict
-        For the last prefill that carried images or videos: ``visual_tokens_before``,
-        ``visual_tokens_after`` (summed over the batch), ``sequence_length_before`` /
-        ``_after``, ``importance_ms`` and ``select_ms`` (importance + selection).
+    Thread-safe in use: one patched model can serve forward() and generate() calls from
+    several threads at once (docs/hooks.md says what is shared).
     """
 
     def __init__(self, model: nn.Module, adapter: "FamilyAdapter", options: Options):
         self.model = model
         self.adapter = adapter
         self.options = options
-        self.last_stats: Dict[str, Any] = {}
         self._saved: List[tuple] = []
-        self._pending: Optional[_Pending] = None
-        self._decode: Optional[DecodeState] = None
+        self._stats_lock = threading.Lock()
+        self._last: Optional[Dict[str, Any]] = None  # raw statistics of the last pruning
+
+    # -- statistics ---------------------------------------------------------------------
+    @property
+    def last_stats(self) -> Dict[str, Any]:
+        """Statistics of the last prefill that carried images or videos (any thread):
+        ``visual_tokens_before`` / ``_after`` (summed over the batch), ``sequence_length_before``
+        / ``_after``, ``importance_ms`` and ``select_ms`` (importance + selection; on CUDA read
+        from events, so reading them waits for that work, and nothing else does),
+        ``kept_indices`` (per pruned medium, its kept tokens' indices within it) and
+        ``zero_score_picks`` (per pruned medium, picks made after every remaining score had
+        been suppressed to 0, i.e. by index; computed when read)."""
+        with self._stats_lock:
+            last = self._last
+        if last is None:
+            return {}
+        stats = dict(last["stats"])
+        timing = last.get("timing")
+        if timing is not None:
+            stats["importance_ms"] = timing.elapsed_ms(0, 1)
+            stats["select_ms"] = timing.elapsed_ms(0, 2)
+        if last.get("selections") is not None:
+            stats["zero_score_picks"] = _zero_score_picks(last["selections"], self.options.gamma)
+        return stats
+
+    def _record(self, stats: Dict[str, Any], timing: Optional[_Timing] = None, selections=None) -> None:
+        with self._stats_lock:
+            self._last = {"stats": stats, "timing": timing, "selections": selections}
 
     # -- patching -----------------------------------------------------------------------
     def replace(self, obj: Any, name: str, make: Callable[[Callable], Callable]) -> None:
@@ -120,9 +205,9 @@ class PatchHandle:
             else:
                 obj.__dict__.pop(name, None)
         self._saved.clear()
-        self._pending = self._decode = None
-        if getattr(self.model, "_idselect_handle", None) is self:
-            del self.model._idselect_handle
+        base = self.adapter.base(self.model)
+        if base.__dict__.get(HANDLE_ATTR) is self:
+            del base.__dict__[HANDLE_ATTR]
 
     def __enter__(self) -> "PatchHandle":
         return self
@@ -130,19 +215,61 @@ class PatchHandle:
     def __exit__(self, *exc) -> None:
         self.remove()
 
+    def __deepcopy__(self, memo):
+        raise TypeError(
+            "idselect: copy.deepcopy of a patched model would copy hooks that still call the "
+            "original model; call handle.remove(), copy the model, then idselect.patch each copy"
+        )
+
+    def _current_call(self) -> Optional[_Call]:
+        call = _CALL.get()
+        return call if call is not None and call.handle is self else None
+
+    def _current_generation(self) -> Optional[_Generation]:
+        gen = _GENERATION.get()
+        return gen if gen is not None and gen.handle is self else None
+
     # -- wrappers -----------------------------------------------------------------------
+    def wrap_generate(self, original: Callable) -> Callable:
+        """Give one ``generate()`` call a context of its own (see ``_Generation``)."""
+        def generate(*args, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            embeds = kwargs.get("inputs_embeds")
+            sequence = ids if ids is not None else embeds
+            mask = kwargs.get("attention_mask")
+            config = kwargs.get("generation_config")
+            use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True))
+            gen = _Generation(
+                self,
+                input_length=int(sequence.shape[1]) if sequence is not None else 0,
+                attention_mask=mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None,
+                continues=cache_state(kwargs.get("past_key_values")),
+                use_cache=use_cache is not False,
+            )
+            token = _GENERATION.set(gen)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _GENERATION.reset(token)
+
+        return generate
+
     def wrap_feature_fn(self, original: Callable, saliency_layer: Callable[..., Optional[nn.Module]],
                         describe: Callable[..., List[Media]]) -> Callable:
         """Run the feature function, capturing the input of the vision layer whose [CLS]
-        attention gives saliency (a forward pre-hook: nothing the model computes changes),
-        and attach the List[Media] the adapter derives from both to the output."""
+        attention gives saliency (a forward pre-hook that only this thread's call fills:
+        nothing the model computes changes), and attach the List[Media] the adapter derives
+        from both to the output."""
         def feature_fn(*args, **kwargs):
             layer = saliency_layer(*args, **kwargs)
             captured: List[torch.Tensor] = []
+            owner = threading.get_ident()
             hook = None
             if layer is not None:
-                hook = layer.register_forward_pre_hook(
-                    lambda mod, a, kw: captured.append(a[0] if a else kw["hidden_states"]), with_kwargs=True)
+                def capture(mod, a, kw):
+                    if threading.get_ident() == owner and not captured:
+                        captured.append(a[0] if a else kw["hidden_states"])
+                hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
             try:
                 output = original(*args, **kwargs)
             finally:
@@ -153,57 +280,100 @@ class PatchHandle:
                 setattr(output, MEDIA_ATTR, media)
             except AttributeError:  # a plain tuple (return_dict=False): the call below still sees it
                 pass
-            if self._pending is not None and media:
-                self._pending.media.setdefault(media[0].modality, []).extend(media)
+            call = self._current_call()
+            if call is not None and media:
+                call.media.setdefault(media[0].modality, []).extend(media)
             return output
 
         return feature_fn
 
     def wrap_model_forward(self, original: Callable, token_masks: Callable[..., Dict[str, torch.Tensor]]) -> Callable:
         def forward(*args, **kwargs):
-            masks = token_masks(*args, **kwargs)
+            from .llava import bound_arguments
+
+            named = bound_arguments(original, args, kwargs)
+            gen = self._current_generation()
+            if gen is not None and gen.first_forward:
+                gen.first_forward = False
+                named = self._drop_cached_overlap(gen, named)
+            masks = token_masks(**named)
             if not masks or not any(bool(m.any()) for m in masks.values()):
-                return original(*args, **kwargs)
-            pending = _Pending(modality_masks=masks)
-            for modality, output in (kwargs.get("mm_encoder_outputs") or {}).items():
+                return original(**named)
+            if named.get("labels") is not None:
+                raise ValueError(
+                    "idselect: labels= (training or loss computation) is not supported on a patched "
+                    "model: the logits cover the pruned sequence, not input_ids; call handle.remove() first"
+                )
+            call = _Call(self, modality_masks=masks)
+            for modality, output in (named.get("mm_encoder_outputs") or {}).items():
                 media = getattr(output, MEDIA_ATTR, None) if output is not None else None
                 if media:
-                    pending.media.setdefault(modality, []).extend(media)
-            self._pending = pending
+                    call.media.setdefault(modality, []).extend(media)
+            token = _CALL.set(call)
             try:
-                return original(*args, **kwargs)
+                return original(**named)
             finally:
-                self._pending = None
+                _CALL.reset(token)
 
         return forward
 
+    def _drop_cached_overlap(self, gen: _Generation, named: Dict[str, Any]) -> Dict[str, Any]:
+        """generate() continuing a pruned cache slices the conversation by the cache's length,
+        so it re-feeds the last (original_length - length) tokens the cache already holds:
+        drop them here, before the model embeds them."""
+        state = gen.continues
+        cache = named.get("past_key_values")
+        if state is None or cache_state(cache) is not state:
+            return named
+        overlap = state.original_length - state.length
+        sequence = named.get("input_ids") if named.get("input_ids") is not None else named.get("inputs_embeds")
+        if overlap <= 0 or sequence is None or gen.input_length - sequence.shape[1] != state.length:
+            return named
+        if sequence.shape[1] <= overlap:
+            raise ValueError(
+                f"idselect: generate() continues a pruned cache that already holds the first "
+                f"{state.original_length} tokens, but input_ids has only {gen.input_length}: "
+                "pass the whole conversation (the previous sequences plus the new tokens)"
+            )
+        named = dict(named)
+        for key in ("input_ids", "inputs_embeds", "mm_token_type_ids", "token_type_ids"):
+            if isinstance(named.get(key), torch.Tensor):
+                named[key] = named[key][:, overlap:]
+        if isinstance(named.get("position_ids"), torch.Tensor):
+            named["position_ids"] = named["position_ids"][..., overlap:]
+        if isinstance(named.get("cache_position"), torch.Tensor):
+            named["cache_position"] = named["cache_position"][overlap:]
+        return named
+
     def wrap_language_model(self, original: Callable) -> Callable:
         def forward(*args, **kwargs):
-            pending, self._pending = self._pending, None
-            if pending is not None and kwargs.get("inputs_embeds") is not None and pending.media:
-                return self._prefill(original, pending, args, kwargs)
+            from .llava import bound_arguments
+
+            kwargs = bound_arguments(original, args, kwargs)
+            call = self._current_call()
+            if call is not None:
+                _CALL.set(None)  # consumed: a nested LLM call (relevance layers) sees none
             cache = kwargs.get("past_key_values")
-            state = self._decode
-            if state is not None and cache is not None and id(cache) == state.cache_id and cache.get_seq_length() > 0:
-                return original(*args, **self._translate_decode(state, cache, kwargs))
-            if cache is None or cache.get_seq_length() == 0:
-                self._decode = None  # a new sequence: forget the old prefill
-            return original(*args, **kwargs)
+            state = cache_state(cache)
+            if cache is not None and state is not None and cache.get_seq_length() == 0:
+                cache.__dict__.pop(STATE_ATTR, None)
+                state = None  # the cache was reset: a new sequence
+            if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
+                return self._prefill(original, call, kwargs, state)
+            if state is not None:
+                new_kwargs = self._continue(kwargs, state, keep_cols=None)
+                return original(**new_kwargs)
+            return original(**kwargs)
 
         return forward
 
     # -- prefill: score, select, prune ----------------------------------------------------
-    def _media_positions(self, pending: _Pending) -> List[tuple]:
+    def _media_positions(self, call: _Call) -> List[tuple]:
         """(Media, row, positions[num_tokens]) for every medium, in placeholder order."""
         found = []
-        for modality, mask in pending.modality_masks.items():
-            media = pending.media.get(modality, [])
+        for modality, mask in call.modality_masks.items():
             rows, cols = mask.nonzero(as_tuple=True)  # row-major: the order features fill in
-            if sum(m.num_tokens for m in media) != rows.numel():
-                raise RuntimeError(
-                    f"idselect: {rows.numel()} {modality} placeholder tokens but the "
-                    f"{modality} features describe {sum(m.num_tokens for m in media)}"
-                )
+            media = _expand_for_rows(call.media.get(modality, []), mask.sum(dim=1).tolist(), modality)
             start, placed = 0, []
             for m in media:
                 r, c = rows[start : start + m.num_tokens], cols[start : start + m.num_tokens]
@@ -216,65 +386,91 @@ class PatchHandle:
             found += placed
         return found
 
-    def _prefill(self, original, pending, args, kwargs):
+    def _prefill(self, original, call, kwargs, state: Optional[CacheState]):
         opts = self.options
         embeds = kwargs["inputs_embeds"]
         B, L, _ = embeds.shape
-        attention_mask = kwargs.get("attention_mask")
-        media = self._media_positions(pending)
+        media = self._media_positions(call)
         plan = [(m, row, cols, opts.budget(m.num_tokens)) for m, row, cols in media]
         before = sum(m.num_tokens for m, _, _ in media)
-        self.last_stats = {"visual_tokens_before": before, "visual_tokens_after": before,
-                           "sequence_length_before": L, "sequence_length_after": L,
-                           "importance_ms": 0.0, "select_ms": 0.0}
+        stats = {"visual_tokens_before": before, "visual_tokens_after": before,
+                 "sequence_length_before": L, "sequence_length_after": L,
+                 "importance_ms": 0.0, "select_ms": 0.0, "kept_indices": [], "zero_score_picks": []}
         to_prune = [p for p in plan if p[3] < p[0].num_tokens]
         if not to_prune:  # keep = everything: run the model untouched
-            self._decode = None
-            return original(*args, **kwargs)
-
-        sync = embeds.device.type == "cuda"
-        if sync:
-            torch.cuda.synchronize(embeds.device)
-        t0 = time.perf_counter()
-        scores = self._importance(original, to_prune, embeds, attention_mask, kwargs)
-        if sync:
-            torch.cuda.synchronize(embeds.device)
-        t1 = time.perf_counter()
-        keep_cols = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
-        self._select(to_prune, scores, embeds, keep_cols)
-        if sync:
-            torch.cuda.synchronize(embeds.device)
-        t2 = time.perf_counter()
-
-        new_kwargs, state = self._prune(kwargs, keep_cols)
-        after = before - int((~keep_cols).sum())  # what was really kept (budgets may exceed candidates)
-        self.last_stats.update(visual_tokens_after=after, sequence_length_after=state.pruned_length,
-                               importance_ms=(t1 - t0) * 1e3, select_ms=(t2 - t0) * 1e3)
-        output = original(*args, **new_kwargs)
-        cache = getattr(output, "past_key_values", None)
-        if cache is not None:
-            state.cache_id = id(cache)
-            self._decode = state
-            self.adapter.after_prefill(self.model, state)
+            self._record(stats)
+            if state is not None:
+                return original(**self._continue(kwargs, state, keep_cols=None))
+            return original(**kwargs)
+        if state is not None and state.position_rows:
+            raise NotImplementedError(
+                f"idselect: new images or videos in a call that continues a pruned cache are not supported "
+                f"for {self.adapter.model_type} (its M-RoPE positions of later media depend on the unpruned "
+                "conversation); start a new cache for a turn that brings new media"
+            )
+        chunk_mask = self._chunk_mask(kwargs, state, L)
+        gen = self._current_generation()
+        reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
+        if reuse and gen.no_cache_keep.shape[0] == B and gen.no_cache_keep.shape[1] <= L:
+            # use_cache=False: every step re-runs the whole sequence; the selection is the first
+            # step's (as with a cache), not one made again with the latest token as the query.
+            keep_cols = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
+            keep_cols[:, : gen.no_cache_keep.shape[1]] = gen.no_cache_keep
+            timing, selections = None, None
         else:
-            self._decode = None
+            timing = _Timing(embeds.device)
+            timing.mark()
+            scores = self._importance(original, to_prune, embeds, chunk_mask, kwargs, state)
+            timing.mark()
+            keep_cols = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
+            kept, selections = self._select(to_prune, scores, embeds, keep_cols)
+            timing.mark()
+            stats["kept_indices"] = kept
+            if gen is not None and not gen.use_cache:
+                gen.no_cache_keep = keep_cols
+        new_kwargs = self._continue(kwargs, state, keep_cols, chunk_mask)
+        removed = int((~keep_cols & chunk_mask.bool()).sum())
+        stats.update(visual_tokens_after=before - removed,
+                     sequence_length_after=int(new_kwargs["inputs_embeds"].shape[1]))
+        self._record(stats, timing, selections)
+        output = original(**new_kwargs)
         return output
 
-    def _importance(self, llm_forward, plan, embeds, attention_mask, kwargs) -> List[torch.Tensor]:
+    def _chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
+        """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
+        embeds = kwargs["inputs_embeds"]
+        B = embeds.shape[0]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask[:, -q:]
+        gen = self._current_generation()
+        if gen is not None and gen.attention_mask is not None and (mask is None or isinstance(mask, dict)):
+            # generate() hands compileable caches (static) prepared 4-D masks: use its 2-D mask.
+            start = state.original_length if state is not None else _past_length(kwargs)
+            full = gen.attention_mask
+            tail = full[:, start : start + q]
+            if tail.shape[1] < q:
+                tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
+            return tail
+        if mask is None or isinstance(mask, dict):
+            return torch.ones(B, q, dtype=torch.long, device=embeds.device)
+        raise ValueError(
+            f"idselect: needs a 2-D attention_mask [batch, length] (or none) on a patched model, got "
+            f"a tensor of shape {list(mask.shape)}; pass the 2-D padding mask and let the model build the rest"
+        )
+
+    def _importance(self, llm_forward, plan, embeds, chunk_mask, kwargs, state) -> List[torch.Tensor]:
         """Importance in [0, 1] over each planned medium's candidate tokens."""
         opts = self.options
         want = opts.importance
-        saliency_ok = all(m.saliency is not None for m, *_ in plan)
-        if want == "auto":
-            want = "unified" if saliency_ok else "relevance"
-        if want in ("saliency", "unified") and not saliency_ok:
+        if want in ("saliency", "unified") and not all(m.saliency is not None for m, *_ in plan):
             raise ValueError(
-                f"idselect: importance={opts.importance!r} needs visual saliency, which this "
-                f"model ({self.adapter.model_type}) does not provide; use 'relevance'"
+                f"idselect: importance={want!r} needs visual saliency, which this "
+                f"model ({self.adapter.model_type}) did not provide for this input; use importance='relevance'"
             )
         relevance_hidden = None
         if want in ("relevance", "unified"):
-            relevance_hidden = self._relevance_inputs(llm_forward, embeds, attention_mask, kwargs)
+            relevance_hidden = self._relevance_inputs(llm_forward, embeds, chunk_mask, kwargs, state)
         out = []
         for m, row, cols, _ in plan:
             cand = m.candidate_part(cols)
@@ -286,21 +482,26 @@ class PatchHandle:
             out.append(rel if want == "relevance" else imp.unified(sal, rel, opts.alpha))
         return out
 
-    def _relevance_inputs(self, llm_forward, embeds, attention_mask, kwargs):
+    def _relevance_inputs(self, llm_forward, embeds, chunk_mask, kwargs, state):
         """Hidden states entering LLM layer ``relevance_layer`` (and positions for rotary)."""
         opts = self.options
         llm = self.adapter.language_model(self.model)
         layers = self.adapter.decoder_layers(llm)
-        if not 0 <= opts.relevance_layer < len(layers):
-            raise ValueError(f"idselect: relevance_layer must be in [0, {len(layers) - 1}], got {opts.relevance_layer}")
         B, L, _ = embeds.shape
-        positions = kwargs.get("position_ids")
-        if positions is None:
-            positions = torch.arange(L, device=embeds.device)[None].expand(B, L)
+        past = _past_length(kwargs)
+        if opts.relevance_layer > 0 and past > 0:
+            raise NotImplementedError(
+                f"idselect: relevance_layer={opts.relevance_layer} needs the LLM's layers on the whole "
+                "conversation, but this call continues a cache; use relevance_layer=0 or start a new cache"
+            )
+        positions = self._chunk_positions(kwargs, state, chunk_mask)
         hidden = embeds
         if opts.relevance_layer > 0:
-            hidden = _run_until_layer(llm_forward, layers[opts.relevance_layer], kwargs)
-        last = _last_token_index(attention_mask, B, L, embeds.device)
+            run = dict(kwargs, attention_mask=chunk_mask)
+            if "cache_position" in run:
+                run["cache_position"] = None
+            hidden = _run_until_layer(llm_forward, layers[opts.relevance_layer], run)
+        last = _last_token_index(chunk_mask, B, L, embeds.device)
         rotary = None
         if opts.relevance_rope:
             if positions.dim() == 3 and positions.shape[0] == 4:  # text row + M-RoPE rows
@@ -321,11 +522,13 @@ class PatchHandle:
             rot = (cos[row, q_at][None], sin[row, q_at][None], cos[row, cand], sin[row, cand])
         return imp.instruction_relevance(hidden[row, last[row]], hidden[row, cand], layer, heads, kv_heads, rot)
 
-    def _select(self, plan, scores, embeds, keep_cols) -> None:
+    def _select(self, plan, scores, embeds, keep_cols):
         """One idselect.select call per distinct budget (ragged media padded, with lengths).
-        Records, per pruned medium, the kept token indices within it (for visualisation)."""
+        Returns, per pruned medium, the kept token indices within it (for visualisation), and
+        what the zero-score diagnostics need."""
         opts = self.options
         kept: List[Optional[torch.Tensor]] = [None] * len(plan)
+        selections: List[Optional[tuple]] = [None] * len(plan)
         for m, row, cols, _ in plan:
             keep_cols[row, cols] = False
         groups: Dict[int, List[int]] = {}
@@ -347,78 +550,162 @@ class PatchHandle:
                 chosen = cand_cols[j][picked[j]]
                 keep_cols[plan[i][1], chosen] = True
                 # Index within the medium: its tokens are plan[i][2] in order.
-                kept[i] = torch.searchsorted(plan[i][2], chosen.sort().values).cpu()
-        self.last_stats["kept_indices"] = kept
+                kept[i] = torch.searchsorted(plan[i][2], chosen.sort().values)
+                selections[i] = (feats[j, : sizes[j]].detach(), s[j, : sizes[j]], picked[j])
+        return kept, selections
 
-    def _prune(self, kwargs, keep_cols):
-        """Drop the unselected columns; re-left-pad rows that lost different numbers.
+    # -- pruning and the calls that follow it ----------------------------------------------
+    def _continue(self, kwargs, state: Optional[CacheState], keep_cols: Optional[torch.Tensor],
+                  chunk_mask: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+        """Run this call's tokens as the continuation of ``state``'s cache (or as a fresh
+        prefill when ``state`` is None): drop the columns ``keep_cols`` marks False and every
+        padding column, left-pad the rest to one width, set mask and positions, and record the
+        cache's new state on the cache this call fills.
 
-        Positions: 1-D positions (and the text row of 4-row M-RoPE positions, which only
-        shapes the mask) are renumbered contiguously: a kept token's position minus the tokens
-        removed before it. M-RoPE (t, h, w) rows keep every kept token's original position."""
-        embeds = kwargs["inputs_embeds"]
-        B, L, H = embeds.shape
-        device = embeds.device
-        mask = kwargs.get("attention_mask")
-        if mask is not None and mask.dim() != 2:
-            raise ValueError(f"idselect: needs a 2-D attention_mask, got shape {list(mask.shape)}")
-        positions = kwargs.get("position_ids")
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None else 0
-        if positions is None:
-            positions = (torch.arange(L, device=device) + past)[None].expand(B, L)
-        rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, L]
-        renumber = [0] if positions.dim() == 2 or rows_of.shape[0] == 4 else []
-        removed_before = torch.cumsum((~keep_cols).long(), dim=1)
+        Positions: without a state the caller's positions are used; 1-D positions (and the
+        text row of 4-row M-RoPE positions, which only shapes the mask) are renumbered
+        contiguously - a kept token's position minus the real tokens removed before it; M-RoPE
+        (t, h, w) rows keep every kept token's original position. With a state, positions
+        continue from the cache's next position on every row, whatever the caller computed
+        for the unpruned sequence."""
+        embeds = kwargs.get("inputs_embeds")
+        ids = kwargs.get("input_ids")
+        sequence = embeds if embeds is not None else ids
+        B, q = sequence.shape[:2]
+        device = sequence.device
+        if chunk_mask is None:
+            chunk_mask = self._chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
+        real = chunk_mask.bool()
+        keep = real if keep_cols is None else (keep_cols & real)
+        positions = self._chunk_positions(kwargs, state, chunk_mask)
+        rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, q]
+        if state is None:
+            renumber = [0] if positions.dim() == 2 or rows_of.shape[0] == 4 else []
+            removed_before = torch.cumsum((real & ~keep).long(), dim=1)
+        else:
+            renumber, removed_before = [], None
 
-        lengths = keep_cols.sum(dim=1)
-        Lp = int(lengths.max())
-        pad = Lp - lengths  # left padding added per row
-        dest = pad[:, None] + torch.cumsum(keep_cols.long(), dim=1) - 1  # column of each kept token
-        rows = torch.arange(B, device=device)[:, None].expand(B, L)
-        src_r, dst_c = rows[keep_cols], dest[keep_cols]
+        lengths = keep.sum(dim=1)
+        width = int(lengths.max())
+        pad = width - lengths  # left padding per row
+        dest = pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1  # column of each kept token
+        batch_rows = torch.arange(B, device=device)[:, None].expand(B, q)
+        src_r, dst_c = batch_rows[keep], dest[keep]
 
-        new_embeds = embeds.new_zeros(B, Lp, H)
-        new_embeds[src_r, dst_c] = embeds[keep_cols]
-        new_rows = rows_of.new_zeros(rows_of.shape[0], B, Lp)
+        new_kwargs = dict(kwargs)
+        if embeds is not None:
+            new_embeds = embeds.new_zeros(B, width, embeds.shape[-1])
+            new_embeds[src_r, dst_c] = embeds[keep]
+            new_kwargs["inputs_embeds"] = new_embeds
+        else:
+            new_ids = ids.new_zeros(B, width)
+            new_ids[src_r, dst_c] = ids[keep]
+            new_kwargs["input_ids"] = new_ids
+        new_rows = rows_of.new_zeros(rows_of.shape[0], B, width)
         for r in range(rows_of.shape[0]):
             values = rows_of[r] - removed_before if r in renumber else rows_of[r]
-            new_rows[r, src_r, dst_c] = values[keep_cols]
-        new_mask = None
-        if mask is not None or bool((pad > 0).any()):
-            source = mask if mask is not None else torch.ones(B, L, dtype=torch.long, device=device)
-            new_mask = source.new_zeros(B, Lp)
-            new_mask[src_r, dst_c] = source[keep_cols]
-        real = new_mask.bool() if new_mask is not None else torch.ones(B, Lp, dtype=torch.bool, device=device)
-        next_positions = torch.where(real[None], new_rows, new_rows.new_full((), -1)).amax(dim=2) + 1  # [R, B]
+            new_rows[r, src_r, dst_c] = values[keep]
+        new_chunk_mask = torch.zeros(B, width, dtype=torch.long, device=device)
+        new_chunk_mask[src_r, dst_c] = 1
+        new_real = new_chunk_mask.bool()
 
-        new_kwargs = dict(kwargs)
-        new_kwargs.update(inputs_embeds=new_embeds, attention_mask=new_mask,
-                          position_ids=new_rows[0] if positions.dim() == 2 else new_rows)
-        state = DecodeState(0, L, Lp, new_mask, next_positions, 0 if positions.dim() == 2 else rows_of.shape[0])
-        return new_kwargs, state
+        past = state.length if state is not None else _past_length(kwargs)
+        caller_mask = kwargs.get("attention_mask")
+        head = None
+        if state is not None:
+            head = state.mask
+        elif past > 0 and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
+            head = caller_mask[:, :past].long()
+        if head is None and bool(new_real.all()):
+            full_mask = None
+        else:
+            head = head if head is not None else torch.ones(B, past, dtype=torch.long, device=device)
+            full_mask = torch.cat([head.to(device), new_chunk_mask], dim=1)
+        if full_mask is None and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
+            full_mask = torch.ones(B, past + width, dtype=caller_mask.dtype, device=device)
+        new_kwargs["attention_mask"] = full_mask
+        new_kwargs["position_ids"] = new_rows[0] if positions.dim() == 2 else new_rows
+        if kwargs.get("cache_position") is not None:
+            new_kwargs["cache_position"] = torch.arange(past, past + width, device=device)
 
-    # -- decode ----------------------------------------------------------------------------
-    def _translate_decode(self, state: DecodeState, cache, kwargs):
-        """Mask and positions of tokens that follow a pruned prefill in the same cache. The
-        positions continue from the prefill's last ones, whatever the caller computed for the
-        unpruned sequence (which may rest on the pruned cache length)."""
-        new_kwargs = dict(kwargs)
-        q = kwargs["inputs_embeds"].shape[1] if kwargs.get("inputs_embeds") is not None else kwargs["input_ids"].shape[1]
-        cached = cache.get_seq_length()
-        B = state.next_positions.shape[1]
-        mask = kwargs.get("attention_mask")
-        if mask is not None and mask.dim() == 2:
-            head = state.pruned_mask if state.pruned_mask is not None else mask.new_ones(B, state.pruned_length)
-            new_kwargs["attention_mask"] = torch.cat([head, mask[:, state.original_length:]], dim=1)
-        elif mask is None and state.pruned_mask is not None:
-            extra = cached + q - state.pruned_length
-            new_kwargs["attention_mask"] = torch.cat([state.pruned_mask, state.pruned_mask.new_ones(B, extra)], dim=1)
-        after = cached - state.pruned_length  # tokens already decoded after the prefill
-        steps = torch.arange(q, device=state.next_positions.device) + after
-        positions = state.next_positions[..., None] + steps  # [R, B, q]
-        new_kwargs["position_ids"] = positions[0] if state.position_rows == 0 else positions
+        previous = state.next_positions if state is not None else rows_of.new_zeros(rows_of.shape[0], B)
+        newest = torch.where(new_real[None], new_rows, new_rows.new_full((), -1)).amax(dim=2) + 1 if width else previous
+        cache = kwargs.get("past_key_values")
+        if cache is not None and kwargs.get("use_cache", True) is not False:
+            setattr(cache, STATE_ATTR, CacheState(
+                length=past + width,
+                original_length=(state.original_length if state is not None else past) + q,
+                mask=full_mask.long() if full_mask is not None else None,
+                next_positions=torch.maximum(previous, newest),
+                position_rows=0 if positions.dim() == 2 else rows_of.shape[0]))
+            self.adapter.after_prefill(self.model, cache_state(cache))
         return new_kwargs
+
+    def _chunk_positions(self, kwargs, state: Optional[CacheState], chunk_mask: torch.Tensor) -> torch.Tensor:
+        """Positions of this call's tokens: the caller's (fresh cache), or the cache's next
+        positions plus the rank of each real token (a cache with a state)."""
+        B, q = chunk_mask.shape
+        device = chunk_mask.device
+        rank = torch.cumsum(chunk_mask.long(), dim=1) - 1  # [B, q]
+        if state is not None:
+            positions = state.next_positions.to(device)[..., None] + rank  # [R, B, q]
+            return positions[0] if state.position_rows == 0 else positions
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = (torch.arange(q, device=device) + _past_length(kwargs))[None].expand(B, q)
+        return positions
+
+
+def _past_length(kwargs) -> int:
+    cache = kwargs.get("past_key_values")
+    return int(cache.get_seq_length()) if cache is not None else 0
+
+
+def _expand_for_rows(media: List[Media], row_counts: List[int], modality: str) -> List[Media]:
+    """The media in placeholder order for rows that generate() may have expanded (beams,
+    several return sequences: each prompt's rows repeated, its encoded media recorded once)."""
+    total = sum(row_counts)
+    described = sum(m.num_tokens for m in media)
+    if described == total:
+        return media
+    expand = total // described if described else 0
+    if not described or expand * described != total or len(row_counts) % expand:
+        raise RuntimeError(f"idselect: {total} {modality} placeholder tokens but the {modality} features describe {described}")
+    out, start = [], 0
+    for first in range(0, len(row_counts), expand):
+        need, group = row_counts[first], []
+        while need > 0 and start < len(media):
+            group.append(media[start])
+            need -= media[start].num_tokens
+            start += 1
+        if need != 0 or any(c != row_counts[first] for c in row_counts[first:first + expand]):
+            raise RuntimeError(f"idselect: the {modality} placeholders of batch rows {first}.. do not match their features")
+        out += group * expand
+    return out
+
+
+def _zero_score_picks(selections, gamma: float) -> List[Optional[int]]:
+    """Per medium, the picks made when its best remaining score was 0 (the rule then takes
+    the smallest index): the selection replayed on the recorded picks, in float32."""
+    out: List[Optional[int]] = []
+    for sel in selections:
+        if sel is None:
+            out.append(None)
+            continue
+        feats, scores, picks = sel
+        f = feats.float()
+        f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        cos = (f[picks] @ f.T).clamp(-1.0, 1.0)  # [k, n]
+        weight = torch.exp(-gamma * (1.0 - cos) ** 2)
+        s = torch.where(scores.float() > 0, scores.float(), torch.zeros_like(scores, dtype=torch.float32))
+        zero = 0
+        for t in range(picks.numel()):
+            at = s[picks[t]]
+            zero += int(at <= 0)
+            updated = s - weight[t] * at
+            s = torch.where(updated > 0, updated, torch.zeros_like(updated))
+        out.append(zero)
+    return out
 
 
 def _merge_adjacent(placed: List[tuple]) -> List[tuple]:
@@ -443,12 +730,15 @@ class _StopForward(Exception):
 
 
 def _run_until_layer(llm_forward, layer: nn.Module, kwargs) -> torch.Tensor:
-    """Run the LLM on the full sequence until ``layer``; return that layer's input."""
+    """Run the LLM on this call's sequence until ``layer``; return that layer's input. The
+    hook acts only in this thread: other threads running the same model pass through."""
     captured = {}
+    owner = threading.get_ident()
 
     def grab(module, args, kw):
-        captured["hidden"] = args[0] if args else kw["hidden_states"]
-        raise _StopForward
+        if threading.get_ident() == owner:
+            captured["hidden"] = args[0] if args else kw["hidden_states"]
+            raise _StopForward
 
     handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
     try:
@@ -462,12 +752,10 @@ def _run_until_layer(llm_forward, layer: nn.Module, kwargs) -> torch.Tensor:
     return captured["hidden"]
 
 
-def _last_token_index(attention_mask, B, L, device) -> torch.Tensor:
+def _last_token_index(chunk_mask, B, L, device) -> torch.Tensor:
     """Column of the last real token per row (the end of the instruction)."""
-    if attention_mask is None:
-        return torch.full((B,), L - 1, device=device, dtype=torch.long)
     cols = torch.arange(L, device=device)[None].expand(B, L)
-    return torch.where(attention_mask.bool(), cols, -1).amax(dim=1)
+    return torch.where(chunk_mask.bool(), cols, -1).amax(dim=1)
 
 
 class FamilyAdapter:
@@ -488,8 +776,23 @@ class FamilyAdapter:
     def decoder_layers(self, llm: nn.Module):
         return llm.layers
 
+    def has_saliency(self, model: nn.Module) -> bool:
+        """Whether the vision tower offers [CLS] saliency."""
+        return False
+
+    def check(self, model: nn.Module) -> None:
+        """Raise TypeError for a checkpoint of this model_type that the adapter cannot serve."""
+
     def install(self, handle: PatchHandle) -> None:
         raise NotImplementedError
 
-    def after_prefill(self, model: nn.Module, state: DecodeState) -> None:
+    def install_common(self, handle: PatchHandle, token_masks: Callable[..., Dict[str, torch.Tensor]]) -> None:
+        """The wrappers every family needs: model forward, language model, generate()."""
+        base = self.base(handle.model)
+        handle.replace(base, "forward", lambda orig: handle.wrap_model_forward(orig, token_masks))
+        handle.replace(self.language_model(handle.model), "forward", handle.wrap_language_model)
+        if base is not handle.model and hasattr(handle.model, "generate"):
+            handle.replace(handle.model, "generate", handle.wrap_generate)
+
+    def after_prefill(self, model: nn.Module, state: CacheState) -> None:
         """Hook for model state that depends on the pruned length (Qwen2.5-VL's rope_deltas)."""

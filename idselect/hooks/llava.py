@@ -12,6 +12,11 @@ from .. import importance as imp
 from .core import FamilyAdapter, Media, PatchHandle
 
 
+#: Vision towers whose first token is [CLS] (saliency available) and those without one.
+CLS_TOWERS = ("clip_vision_model", "internvl_vision")
+NO_CLS_TOWERS = ("siglip_vision_model",)
+
+
 def encoder_layers(tower: nn.Module):
     """The transformer layers of a vision tower (CLIP / SigLIP style)."""
     for path in ("vision_model.encoder.layers", "encoder.layers", "encoder.layer"):
@@ -80,6 +85,8 @@ class LlavaAdapter(FamilyAdapter):
                 base.config.vision_feature_select_strategy if strategy is None else strategy)
 
     def saliency_layer(self, base, original, tower_attr, args, kwargs) -> Optional[nn.Module]:
+        if not self.has_saliency(base):  # no [CLS] token: no saliency to capture
+            return None
         named = bound_arguments(original, args, kwargs)
         layer = named.get("vision_feature_layer")
         return layer_feeding(getattr(base, tower_attr), base.config.vision_feature_layer if layer is None else layer)
@@ -109,12 +116,24 @@ class LlavaAdapter(FamilyAdapter):
         named = bound_arguments(original, args, kwargs)
         return {"image": placeholder_mask(base, base.config.image_token_id, named.get("input_ids"), named.get("inputs_embeds"))}
 
+    def vision_model_type(self, model: nn.Module) -> Optional[str]:
+        return getattr(getattr(model.config, "vision_config", None), "model_type", None)
+
+    def has_saliency(self, model: nn.Module) -> bool:
+        return self.vision_model_type(model) in CLS_TOWERS
+
+    def check(self, model: nn.Module) -> None:
+        tower = self.vision_model_type(model)
+        if tower not in CLS_TOWERS + NO_CLS_TOWERS:
+            raise TypeError(
+                f"idselect.patch: {self.model_type} with a {tower!r} vision tower is not supported "
+                f"(supported towers: {', '.join(CLS_TOWERS + NO_CLS_TOWERS)})"
+            )
+
     def install(self, handle: PatchHandle) -> None:
         base = self.base(handle.model)
         self.wrap_features(handle, base, "get_image_features", self.tower_attr, self.describe_images)
-        handle.replace(base, "forward", lambda orig: handle.wrap_model_forward(
-            orig, lambda *a, **k: self.token_masks(base, orig, a, k)))
-        handle.replace(self.language_model(handle.model), "forward", handle.wrap_language_model)
+        self.install_common(handle, lambda *a, **k: self.token_masks(base, base.forward, a, k))
 
 
 class LlavaNextAdapter(LlavaAdapter):

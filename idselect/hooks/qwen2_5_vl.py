@@ -12,7 +12,7 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from .core import DecodeState, FamilyAdapter, Media, PatchHandle
+from .core import CacheState, FamilyAdapter, Media, PatchHandle
 from .llava import image_and_video_masks
 
 
@@ -35,11 +35,9 @@ class Qwen25VLAdapter(FamilyAdapter):
             describe = self.describe(modality)
             handle.replace(base, name, lambda orig, describe=describe: handle.wrap_feature_fn(
                 orig, lambda *a, **k: None, lambda out, layer_input, *a, **k: describe(base, orig, out, None, a, k)))
-        handle.replace(base, "forward", lambda orig: handle.wrap_model_forward(
-            orig, lambda *a, **k: self.token_masks(base, orig, a, k)))
-        handle.replace(self.language_model(handle.model), "forward", handle.wrap_language_model)
+        self.install_common(handle, lambda *a, **k: self.token_masks(base, base.forward, a, k))
 
-    def after_prefill(self, model: nn.Module, state: DecodeState) -> None:
+    def after_prefill(self, model: nn.Module, state: CacheState) -> None:
         if state.position_rows:
             # next M-RoPE position = pruned cache length + delta, per row
-            self.base(model).rope_deltas = (state.next_positions[-1] - state.pruned_length)[:, None]
+            self.base(model).rope_deltas = (state.next_positions[-1] - state.length)[:, None]
