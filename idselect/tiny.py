@@ -13,6 +13,8 @@ IMAGE_TOKEN = 100
 VIDEO_TOKEN = 101
 PAD_TOKEN = 0
 VOCAB = 128
+SPECIAL_TOKENS = [PAD_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, 102, 103]  # 102/103: Qwen vision start / end
+GAIN = 2.0  # weight scale times sqrt(fan-in): large enough that images move the logits
 
 
 def _vision(image_size=28, patch_size=7, layers=3):
@@ -30,11 +32,29 @@ def _text(layers=2):
 
 
 def _finish(model, seed):
+    """Random weights that make the model depend on its image: norm scales near 1, matrices
+    scaled by their fan-in (activations keep their size through every layer, so the image
+    reaches the logits), embedding tables of unit scale, small biases. Pinned by
+    tests/test_tiny_models.py."""
+    from torch import nn
+
     torch.manual_seed(seed)
-    with torch.no_grad():  # random but not degenerate logits
-        for p in model.parameters():
-            p.normal_(0.0, 0.5 if p.dim() > 1 else 0.1)
+    with torch.no_grad():
+        tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        for name, p in model.named_parameters():
+            if id(p) in tables:
+                p.normal_(0.0, 1.0)
+            elif p.dim() > 1:
+                p.normal_(0.0, GAIN / p[0].numel() ** 0.5)
+            elif "norm" in name.lower() and name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.05)
+        # Special tokens score 0: with logits of a few units the argmax is never a placeholder
+        # (a generated placeholder would make the re-fed sequence invalid).
+        model.get_output_embeddings().weight[SPECIAL_TOKENS] = 0.0
     model.generation_config.pad_token_id = PAD_TOKEN
+    model.generation_config.eos_token_id = None  # random weights: always generate max_new_tokens
     return model.eval()
 
 
