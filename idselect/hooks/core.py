@@ -361,8 +361,7 @@ class PatchHandle:
             if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
                 return self._prefill(original, call, kwargs, state)
             if state is not None:
-                new_kwargs = self._continue(kwargs, state, keep_cols=None)
-                return original(**new_kwargs)
+                return self._run(original, *self._continue(kwargs, state, keep_cols=None))
             return original(**kwargs)
 
         return forward
@@ -400,7 +399,7 @@ class PatchHandle:
         if not to_prune:  # keep = everything: run the model untouched
             self._record(stats)
             if state is not None:
-                return original(**self._continue(kwargs, state, keep_cols=None))
+                return self._run(original, *self._continue(kwargs, state, keep_cols=None))
             return original(**kwargs)
         if state is not None and state.position_rows:
             raise NotImplementedError(
@@ -428,13 +427,13 @@ class PatchHandle:
             stats["kept_indices"] = kept
             if gen is not None and not gen.use_cache:
                 gen.no_cache_keep = keep_cols
-        new_kwargs = self._continue(kwargs, state, keep_cols, chunk_mask)
-        removed = int((~keep_cols & chunk_mask.bool()).sum())
-        stats.update(visual_tokens_after=before - removed,
-                     sequence_length_after=int(new_kwargs["inputs_embeds"].shape[1]))
-        self._record(stats, timing, selections)
-        output = original(**new_kwargs)
-        return output
+        new_kwargs, new_state = self._continue(kwargs, state, keep_cols, chunk_mask)
+        if timing is not None:  # a step that reuses a selection leaves its statistics alone
+            removed = int((~keep_cols & chunk_mask.bool()).sum())
+            stats.update(visual_tokens_after=before - removed,
+                         sequence_length_after=int(new_kwargs["inputs_embeds"].shape[1]))
+            self._record(stats, timing, selections)
+        return self._run(original, new_kwargs, new_state)
 
     def _chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
         """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
@@ -444,11 +443,13 @@ class PatchHandle:
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             return mask[:, -q:]
         gen = self._current_generation()
-        if gen is not None and gen.attention_mask is not None and (mask is None or isinstance(mask, dict)):
-            # generate() hands compileable caches (static) prepared 4-D masks: use its 2-D mask.
+        given = gen.attention_mask if gen is not None else None
+        if given is not None and B % given.shape[0] == 0:
+            # generate() may hand the model prepared 4-D masks (static caches, beams): use the
+            # 2-D mask it was given, rows repeated as generate() repeats them.
+            full = given.repeat_interleave(B // given.shape[0], dim=0)
             start = state.original_length if state is not None else _past_length(kwargs)
-            full = gen.attention_mask
-            tail = full[:, start : start + q]
+            tail = full[:, start : start + q].to(embeds.device)
             if tail.shape[1] < q:
                 tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
             return tail
@@ -556,11 +557,11 @@ class PatchHandle:
 
     # -- pruning and the calls that follow it ----------------------------------------------
     def _continue(self, kwargs, state: Optional[CacheState], keep_cols: Optional[torch.Tensor],
-                  chunk_mask: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+                  chunk_mask: Optional[torch.Tensor] = None):
         """Run this call's tokens as the continuation of ``state``'s cache (or as a fresh
         prefill when ``state`` is None): drop the columns ``keep_cols`` marks False and every
-        padding column, left-pad the rest to one width, set mask and positions, and record the
-        cache's new state on the cache this call fills.
+        padding column, left-pad the rest to one width, set mask and positions. Returns the
+        LLM's keyword arguments and the state of the cache after this call.
 
         Positions: without a state the caller's positions are used; 1-D positions (and the
         text row of 4-row M-RoPE positions, which only shapes the mask) are renumbered
@@ -577,7 +578,8 @@ class PatchHandle:
             chunk_mask = self._chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
         real = chunk_mask.bool()
         keep = real if keep_cols is None else (keep_cols & real)
-        positions = self._chunk_positions(kwargs, state, chunk_mask)
+        # With a state the kept tokens simply continue the cache's positions.
+        positions = self._chunk_positions(kwargs, state, keep.long())
         rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, q]
         if state is None:
             renumber = [0] if positions.dim() == 2 or rows_of.shape[0] == 4 else []
@@ -630,23 +632,32 @@ class PatchHandle:
 
         previous = state.next_positions if state is not None else rows_of.new_zeros(rows_of.shape[0], B)
         newest = torch.where(new_real[None], new_rows, new_rows.new_full((), -1)).amax(dim=2) + 1 if width else previous
-        cache = kwargs.get("past_key_values")
-        if cache is not None and kwargs.get("use_cache", True) is not False:
-            setattr(cache, STATE_ATTR, CacheState(
-                length=past + width,
-                original_length=(state.original_length if state is not None else past) + q,
-                mask=full_mask.long() if full_mask is not None else None,
-                next_positions=torch.maximum(previous, newest),
-                position_rows=0 if positions.dim() == 2 else rows_of.shape[0]))
-            self.adapter.after_prefill(self.model, cache_state(cache))
-        return new_kwargs
+        new_state = CacheState(
+            length=past + width,
+            original_length=(state.original_length if state is not None else past) + q,
+            mask=full_mask.long() if full_mask is not None else None,
+            next_positions=torch.maximum(previous, newest),
+            position_rows=0 if positions.dim() == 2 else rows_of.shape[0])
+        return new_kwargs, new_state
 
-    def _chunk_positions(self, kwargs, state: Optional[CacheState], chunk_mask: torch.Tensor) -> torch.Tensor:
+    def _run(self, original, new_kwargs, new_state: CacheState):
+        """Run the LLM on the translated call; the cache it filled (passed in, or created by
+        the LLM itself) records the new state."""
+        output = original(**new_kwargs)
+        cache = new_kwargs.get("past_key_values")
+        if cache is None:
+            cache = getattr(output, "past_key_values", None)
+        if cache is not None and new_kwargs.get("use_cache", True) is not False:
+            setattr(cache, STATE_ATTR, new_state)
+            self.adapter.after_prefill(self.model, new_state)
+        return output
+
+    def _chunk_positions(self, kwargs, state: Optional[CacheState], counted: torch.Tensor) -> torch.Tensor:
         """Positions of this call's tokens: the caller's (fresh cache), or the cache's next
-        positions plus the rank of each real token (a cache with a state)."""
-        B, q = chunk_mask.shape
-        device = chunk_mask.device
-        rank = torch.cumsum(chunk_mask.long(), dim=1) - 1  # [B, q]
+        positions plus the rank of each token among the ``counted`` ones (a cache with a state)."""
+        B, q = counted.shape
+        device = counted.device
+        rank = torch.cumsum(counted.long(), dim=1) - 1  # [B, q]
         if state is not None:
             positions = state.next_positions.to(device)[..., None] + rank  # [R, B, q]
             return positions[0] if state.position_rows == 0 else positions

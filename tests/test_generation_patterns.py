@@ -1,0 +1,246 @@
+"""idselect.patch under the ways users call generate(): beams, sampling with several
+sequences, multi-turn continuation of a returned cache, interleaved caches, threads, static
+caches, use_cache=False, mixed batches. Oracles (tests/oracles.py) never use the hooks: the
+unpatched model on a hand-pruned sequence, greedy decoding by hand, or the same call alone."""
+import threading
+
+import pytest
+import torch
+
+import idselect
+from hook_cases import MODELS, build, case
+from idselect import tiny
+from oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
+                     qwen_masked_greedy)
+
+FAMILIES = list(MODELS)
+ONE_D = [f for f in FAMILIES if f != "qwen2_5_vl"]  # 1-D positions: a pruned prompt is a shorter prompt
+ROWS = [(3, 1, 4), (5, 1, 2)]
+NEW = 4
+
+
+def patched_generate(model, kwargs, keep=5, **gen):
+    with torch.no_grad(), idselect.patch(model, keep=keep) as handle:
+        out = model.generate(**kwargs, max_new_tokens=NEW, **gen)
+    return out, handle.last_stats
+
+
+def qwen_oracle(model, kwargs, kept_indices, steps=NEW):
+    keep = kept_columns(kwargs["input_ids"], kwargs.get("attention_mask"), kept_indices)
+    return qwen_masked_greedy(model, kwargs, keep, steps)
+
+
+@pytest.mark.parametrize("family", ONE_D)
+@pytest.mark.parametrize("gen", [dict(num_beams=2), dict(num_beams=3, num_return_sequences=2),
+                                 dict(do_sample=True, num_return_sequences=2)], ids=["beams", "beams-sequences", "sample"])
+def test_beams_and_several_sequences_equal_unpatched_on_hand_pruned_prompt(family, gen):
+    model, kwargs, _ = case(family, ROWS)
+    _, single = patched_generate(model, kwargs)  # the prompts' selection, made once
+    torch.manual_seed(0)
+    out, stats = patched_generate(model, kwargs, **gen)
+    # generate() repeats each prompt after encoding its images: every copy is pruned the same.
+    expand = gen["num_beams"] if "num_beams" in gen else gen["num_return_sequences"]
+    assert stats["visual_tokens_after"] == expand * single["visual_tokens_after"]
+    assert sorted(k.tolist() for k in stats["kept_indices"]) == sorted(k.tolist() for k in single["kept_indices"] for _ in range(expand))
+    embeds, mask = hand_pruned(model, kwargs, single["kept_indices"])
+    torch.manual_seed(0)
+    expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW, **gen)
+    assert torch.equal(out[:, -NEW:], expected), (out[:, -NEW:], expected)
+
+
+def test_qwen_beams_prune_every_expanded_row_and_keep_the_greedy_best_beam_prefix():
+    model, kwargs, counts = case("qwen2_5_vl", [(3, 1, 4)])
+    greedy, stats = patched_generate(model, kwargs)
+    beams, beam_stats = patched_generate(model, kwargs, num_beams=2, num_return_sequences=2)
+    assert beams.shape[0] == 2 and beam_stats["visual_tokens_after"] == 2 * stats["visual_tokens_after"]
+    # Every copy of the prompt keeps exactly the tokens the single prompt keeps.
+    assert sorted(k.tolist() for k in beam_stats["kept_indices"]) == sorted(k.tolist() for k in stats["kept_indices"] for _ in range(2))
+    # Oracle for the prompt the beams start from: the first token is the masked-greedy one.
+    first = qwen_oracle(model, kwargs, stats["kept_indices"], steps=1)
+    assert torch.equal(greedy[:, -NEW:-NEW + 1], first)
+
+
+def continue_conversation(model, result, message, **extra):
+    """Turn 2: the whole conversation so far plus the user's message, with the returned cache."""
+    conversation = torch.cat([result.sequences, message], dim=1)
+    mask = torch.ones_like(conversation)
+    with torch.no_grad():
+        return model.generate(input_ids=conversation, attention_mask=mask, past_key_values=result.past_key_values,
+                              max_new_tokens=NEW, return_dict_in_generate=True, **extra), conversation
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multi_turn_continuation_equals_greedy_over_pruned_conversation(family):
+    model, kwargs, _ = case(family, [(3, 1, 4)])
+    message = torch.tensor([[7, 8, 9, 10, 11, 12, 13]])
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        kept = handle.last_stats["kept_indices"]
+        second, conversation = continue_conversation(model, first, message)
+    answer = second.sequences[:, conversation.shape[1]:]
+    if family == "qwen2_5_vl":
+        turn2 = dict(kwargs, input_ids=conversation,
+                     mm_token_type_ids=torch.cat([kwargs["mm_token_type_ids"], torch.zeros_like(conversation[:, kwargs["input_ids"].shape[1]:])], 1))
+        keep = torch.cat([kept_columns(kwargs["input_ids"], None, kept), torch.ones_like(conversation[:, kwargs["input_ids"].shape[1]:], dtype=torch.bool)], 1)
+        expected = qwen_masked_greedy(model, turn2, keep, NEW)
+    else:
+        embeds, mask = hand_pruned(model, kwargs, kept)
+        tail = conversation[:, kwargs["input_ids"].shape[1]:]
+        embeds = torch.cat([embeds, embed_tokens(model, tail)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(tail)], dim=1)
+        expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
+    assert torch.equal(answer, expected), (answer, expected)
+
+
+@pytest.mark.parametrize("family", ["llava", "internvl"])
+def test_later_turn_with_a_new_image_prunes_it_with_its_own_budget(family):
+    model, kwargs, counts = case(family, [(3, 1, 4)])
+    new_kwargs, new_counts = build(family, model, [(2, 1, 3)], first_row=7)
+    message = new_kwargs["input_ids"]
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        kept1 = handle.last_stats["kept_indices"]
+        second, conversation = continue_conversation(model, first, message, pixel_values=new_kwargs["pixel_values"])
+        stats2 = handle.last_stats
+    assert stats2["visual_tokens_before"] == new_counts[0] and stats2["visual_tokens_after"] == 5
+    embeds1, mask1 = hand_pruned(model, kwargs, kept1)
+    generated = first.sequences[:, kwargs["input_ids"].shape[1]:]
+    embeds2, mask2 = hand_pruned(model, new_kwargs, stats2["kept_indices"])
+    embeds = torch.cat([embeds1, embed_tokens(model, generated), embeds2], dim=1)
+    mask = torch.cat([mask1, torch.ones_like(generated), mask2], dim=1)
+    expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
+    assert torch.equal(second.sequences[:, conversation.shape[1]:], expected)
+
+
+def test_qwen_later_turn_with_new_media_is_refused_clearly():
+    model, kwargs, _ = case("qwen2_5_vl", [(3, 1, 4)])
+    with torch.no_grad(), idselect.patch(model, keep=5):
+        first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        conversation = torch.cat([first.sequences, kwargs["input_ids"]], dim=1)
+        mm = torch.cat([torch.zeros_like(first.sequences), kwargs["mm_token_type_ids"]], dim=1)
+        media = {k: kwargs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}
+        with pytest.raises(NotImplementedError, match="start a new cache"):
+            model.generate(input_ids=conversation, attention_mask=torch.ones_like(conversation), mm_token_type_ids=mm,
+                           past_key_values=first.past_key_values, max_new_tokens=2, **media)
+
+
+class Conversation:
+    """A manual greedy decode loop: prefill, then one token per step with the cache."""
+
+    def __init__(self, model, kwargs):
+        self.model, self.kwargs = model, kwargs
+        with torch.no_grad():
+            out = model(**kwargs, use_cache=True)
+        self.cache = out.past_key_values
+        self.mask = kwargs["attention_mask"]
+        self.tokens = [out.logits[:, -1].argmax(-1, keepdim=True)]
+
+    def step(self):
+        self.mask = torch.cat([self.mask, torch.ones_like(self.tokens[-1])], dim=1)
+        with torch.no_grad():
+            out = self.model(input_ids=self.tokens[-1], attention_mask=self.mask, past_key_values=self.cache, use_cache=True)
+        self.tokens.append(out.logits[:, -1].argmax(-1, keepdim=True))
+
+    def result(self):
+        return torch.cat(self.tokens, dim=1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_conversations_decoded_alternately(family):
+    model, kwargs_a, _ = case(family, [(3, 1, 4)])
+    kwargs_b, _ = build(family, model, [(6, 1, 1), (2, 1, 5)], first_row=3)
+    with idselect.patch(model, keep=5):
+        alone = []
+        for kw in (kwargs_a, kwargs_b):
+            conv = Conversation(model, kw)
+            for _ in range(NEW - 1):
+                conv.step()
+            alone.append(conv.result())
+        a, b = Conversation(model, kwargs_a), Conversation(model, kwargs_b)
+        for _ in range(NEW - 1):
+            a.step()
+            b.step()
+        with torch.no_grad():
+            generated = model.generate(**kwargs_a, max_new_tokens=NEW)[:, -NEW:]
+    assert torch.equal(a.result(), alone[0]) and torch.equal(b.result(), alone[1])
+    assert torch.equal(a.result(), generated)  # the manual loop decodes as generate() does
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "internvl"])
+def test_one_patched_model_from_two_threads(family):
+    model, kwargs_a, _ = case(family, [(3, 1, 4)])
+    kwargs_b, _ = build(family, model, [(6, 1, 1), (2, 1, 5)], first_row=3)
+    with idselect.patch(model, keep=5, importance="relevance") as handle:
+        expected, after = [], []
+        for kw in (kwargs_a, kwargs_b):
+            with torch.no_grad():
+                expected.append(model.generate(**kw, max_new_tokens=NEW))
+            after.append(handle.last_stats["visual_tokens_after"])
+        results, errors = {}, []
+        barrier = threading.Barrier(2)
+
+        def work(name, kw, rounds=3):
+            try:
+                barrier.wait()
+                for r in range(rounds):
+                    with torch.no_grad():
+                        results[(name, r)] = model.generate(**kw, max_new_tokens=NEW)
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=("a", kwargs_a)), threading.Thread(target=work, args=("b", kwargs_b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for r in range(3):
+        assert torch.equal(results[("a", r)], expected[0]) and torch.equal(results[("b", r)], expected[1])
+    assert handle.last_stats["visual_tokens_after"] in after
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_cache_equals_oracle(family):
+    model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
+    out, stats = patched_generate(model, kwargs, cache_implementation="static")
+    if family == "qwen2_5_vl":
+        expected = qwen_oracle(model, kwargs, stats["kept_indices"])
+    else:
+        embeds, mask = hand_pruned(model, kwargs, stats["kept_indices"])
+        expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
+    assert torch.equal(out[:, -NEW:], expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_use_cache_false_selects_once(family):
+    model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
+    out, stats = patched_generate(model, kwargs, use_cache=False)
+    if family == "qwen2_5_vl":
+        expected = qwen_oracle(model, kwargs, stats["kept_indices"])
+    else:
+        embeds, mask = hand_pruned(model, kwargs, stats["kept_indices"])
+        expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
+    assert torch.equal(out[:, -NEW:], expected)
+    cached, cached_stats = patched_generate(model, kwargs)
+    assert torch.equal(out, cached)
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "internvl"])
+def test_mixed_batch_is_compacted(family):
+    """A text-only row beside an image row, or images of different sizes: after pruning no
+    column is padding in every row."""
+    rows = [(4, 0, 3), (2, 1, 3)] if family != "llava_next" else [(2, 1, 3), (1, 1, 2)]
+    model, kwargs, counts = case(family, rows)
+    seen = []
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True)
+    with torch.no_grad(), idselect.patch(model, keep=3) as handle:
+        out = model.generate(**kwargs, max_new_tokens=NEW)
+    hook.remove()
+    prefill_mask = seen[0]
+    assert prefill_mask is None or bool(prefill_mask.bool().any(dim=0).all())
+    keep = kept_columns(kwargs["input_ids"], kwargs["attention_mask"], handle.last_stats["kept_indices"])
+    assert handle.last_stats["sequence_length_after"] == int(keep.sum(dim=1).max()) < kwargs["input_ids"].shape[1]
+    embeds, mask = hand_pruned(model, kwargs, handle.last_stats["kept_indices"])
+    assert embeds.shape[1] == handle.last_stats["sequence_length_after"]
+    assert torch.equal(out[:, -NEW:], generate_on_embeds(model, embeds, mask, max_new_tokens=NEW))
