@@ -58,13 +58,19 @@ def _finish(model, seed):
     return model.eval()
 
 
-def tiny_llava(seed: int = 0, attn_implementation: str = "sdpa"):
+def tiny_llava(seed: int = 0, attn_implementation: str = "sdpa", tower: str = "clip"):
     """LLaVA-1.5 layout: CLIP (3 layers, 28 px, 7 px patches: 16 tokens + [CLS]), feature layer
-    -2, 'default' strategy, 2-layer Llama with grouped KV heads."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    -2, 'default' strategy, 2-layer Llama with grouped KV heads. ``tower="siglip"``: the
+    llava-interleave layout (SigLIP, no [CLS], 'full' strategy, 16 tokens)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
-    cfg = LlavaConfig(vision_config=_vision(), text_config=_text(), image_token_index=IMAGE_TOKEN,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    vision, strategy = _vision(), "default"
+    if tower == "siglip":
+        vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                    image_size=28, patch_size=7)
+        strategy = "full"
+    cfg = LlavaConfig(vision_config=vision, text_config=_text(), image_token_index=IMAGE_TOKEN,
+                      vision_feature_layer=-2, vision_feature_select_strategy=strategy)
     cfg._attn_implementation = attn_implementation
     return _finish(LlavaForConditionalGeneration(cfg), seed)
 

@@ -45,6 +45,11 @@ IMPORTANCE_CHOICES = ("auto", "unified", "saliency", "relevance")
 STATE_ATTR = "_idselect_state"  # attribute of a cache object: its CacheState
 HANDLE_ATTR = "_idselect_handle"  # attribute of a patched base model: its PatchHandle
 MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
+COMPILE_REASON = (
+    "idselect: pruning gives the LLM a sequence whose length depends on the data, which one graph "
+    "cannot hold; use torch.compile(model) without fullgraph=True (the model's parts still compile), "
+    "or compile the language model alone"
+)
 
 
 @dataclass
@@ -118,6 +123,7 @@ class _Generation:
 
 
 _CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
+_LABELS: contextvars.ContextVar = contextvars.ContextVar("idselect_labels", default=None)  # handle of a call with labels=
 _GENERATION: contextvars.ContextVar = contextvars.ContextVar("idselect_generation", default=None)
 
 
@@ -193,8 +199,12 @@ class PatchHandle:
         had_own = name in obj.__dict__  # e.g. an accelerate hook's forward: restored as is
         previous = obj.__dict__.get(name)
         original = getattr(obj, name)
-        # functools.wraps keeps the signature visible: generate() inspects these functions.
-        object.__setattr__(obj, name, functools.wraps(original)(make(original)))
+        # Dynamo does not trace the wrappers themselves (data-dependent lengths, context
+        # variables): torch.compile(model) breaks the graph there and compiles what they call;
+        # fullgraph=True stops with this reason. functools.wraps keeps the signature visible:
+        # generate() inspects these functions.
+        wrapper = torch.compiler.disable(make(original), recursive=False, reason=COMPILE_REASON)
+        object.__setattr__(obj, name, functools.wraps(original)(wrapper))
         self._saved.append((obj, name, had_own, previous))
 
     def remove(self) -> None:
@@ -254,6 +264,19 @@ class PatchHandle:
 
         return generate
 
+    def wrap_top_forward(self, original: Callable) -> Callable:
+        """Note a call with labels=, which pruning cannot serve (refused where it would prune)."""
+        def forward(*args, **kwargs):
+            if kwargs.get("labels") is None:
+                return original(*args, **kwargs)
+            token = _LABELS.set(self)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _LABELS.reset(token)
+
+        return forward
+
     def wrap_feature_fn(self, original: Callable, saliency_layer: Callable[..., Optional[nn.Module]],
                         describe: Callable[..., List[Media]]) -> Callable:
         """Run the feature function, capturing the input of the vision layer whose [CLS]
@@ -299,11 +322,6 @@ class PatchHandle:
             masks = token_masks(**named)
             if not masks or not any(bool(m.any()) for m in masks.values()):
                 return original(**named)
-            if named.get("labels") is not None:
-                raise ValueError(
-                    "idselect: labels= (training or loss computation) is not supported on a patched "
-                    "model: the logits cover the pruned sequence, not input_ids; call handle.remove() first"
-                )
             call = _Call(self, modality_masks=masks)
             for modality, output in (named.get("mm_encoder_outputs") or {}).items():
                 media = getattr(output, MEDIA_ATTR, None) if output is not None else None
@@ -396,6 +414,11 @@ class PatchHandle:
                  "sequence_length_before": L, "sequence_length_after": L,
                  "importance_ms": 0.0, "select_ms": 0.0, "kept_indices": [], "zero_score_picks": []}
         to_prune = [p for p in plan if p[3] < p[0].num_tokens]
+        if to_prune and _LABELS.get() is self:
+            raise ValueError(
+                "idselect: labels= (training or loss computation) is not supported on a patched "
+                "model: the logits cover the pruned sequence, not input_ids; call handle.remove() first"
+            )
         if not to_prune:  # keep = everything: run the model untouched
             self._record(stats)
             if state is not None:
@@ -802,8 +825,10 @@ class FamilyAdapter:
         base = self.base(handle.model)
         handle.replace(base, "forward", lambda orig: handle.wrap_model_forward(orig, token_masks))
         handle.replace(self.language_model(handle.model), "forward", handle.wrap_language_model)
-        if base is not handle.model and hasattr(handle.model, "generate"):
-            handle.replace(handle.model, "generate", handle.wrap_generate)
+        if base is not handle.model:
+            handle.replace(handle.model, "forward", handle.wrap_top_forward)
+            if hasattr(handle.model, "generate"):
+                handle.replace(handle.model, "generate", handle.wrap_generate)
 
     def after_prefill(self, model: nn.Module, state: CacheState) -> None:
         """Hook for model state that depends on the pruned length (Qwen2.5-VL's rope_deltas)."""

@@ -1,0 +1,140 @@
+"""idselect.patch: option validation at patch() time, vision towers, double patching, labels,
+deep copies, torch.compile, zero-score diagnostics and statistics."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import idselect
+from hook_cases import build, case
+from idselect import tiny
+from oracles import generate_on_embeds, hand_pruned
+
+NEW = 4
+
+
+@pytest.mark.parametrize("options,error,message", [
+    ({"gamma": "20"}, TypeError, r"gamma must be a real number, got str '20'"),
+    ({"alpha": "0.5"}, TypeError, r"alpha must be a real number, got str '0.5'"),
+    ({"gamma": float("inf")}, ValueError, r"gamma must be finite and >= 0, got gamma=inf"),
+    ({"gamma": float("nan")}, ValueError, r"gamma must be finite and >= 0, got gamma=nan"),
+    ({"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\], got alpha=1.5"),
+    ({"relevance_rope": "no"}, TypeError, r"relevance_rope must be True or False, got str 'no'"),
+    ({"relevance_layer": 1.0}, TypeError, r"relevance_layer must be an int, got float 1.0"),
+    ({"relevance_layer": 2}, ValueError, r"relevance_layer must be in \[0, 1\] \(the LLM has 2 layers\), got relevance_layer=2"),
+    ({"keep": torch.tensor([4, 5])}, TypeError, r"keep must be an int or a float, got Tensor"),
+    ({"keep": True}, TypeError, r"keep must be an int or a float, got bool True"),
+    ({"keep": -3}, ValueError, r"keep must be >= 1 tokens, got keep=-3"),
+    ({"keep": 64.0}, ValueError, r"a fractional keep must be in \(0, 1\], got keep=64.0"),
+])
+def test_bad_options_name_argument_and_value_at_patch_time(options, error, message):
+    model, _, _ = case("llava", [(1, 1, 1)])
+    options = {"keep": 4, **options}
+    with pytest.raises(error, match=message):
+        idselect.patch(model, **options)
+    assert "_idselect_handle" not in model.model.__dict__ and "forward" not in model.model.__dict__
+
+
+@pytest.mark.parametrize("keep,expected", [(np.int64(5), 5), (torch.tensor(5), 5), (np.float32(0.25), 4),
+                                           (torch.tensor(0.25), 4)])
+def test_numpy_and_tensor_keeps_mean_what_python_numbers_mean(keep, expected):
+    model, kwargs, counts = case("llava", [(2, 1, 3)])
+    with torch.no_grad(), idselect.patch(model, keep=keep) as handle:
+        model(**kwargs)
+    assert handle.last_stats["visual_tokens_after"] == expected == min(counts[0], expected)
+
+
+def test_patching_the_base_model_of_a_patched_model_is_refused():
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    pristine = copy.deepcopy(model)
+    for first, second in ((model, model.model), (model.model, model)):
+        handle = idselect.patch(first, keep=4)
+        with pytest.raises(RuntimeError, match="already patched"):
+            idselect.patch(second, keep=4)
+        handle.remove()
+    for module in (model, model.model, model.model.language_model):
+        assert not any(k in module.__dict__ for k in ("forward", "generate", "get_image_features", "_idselect_handle"))
+    with torch.no_grad():
+        assert torch.equal(model(**kwargs).logits, pristine(**kwargs).logits)
+
+
+def test_patched_base_model_prunes():
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    with torch.no_grad(), idselect.patch(model.model, keep=4) as handle:
+        hidden = model.model(**kwargs).last_hidden_state
+    assert hidden.shape[1] == kwargs["input_ids"].shape[1] - 12 and handle.last_stats["visual_tokens_after"] == 4
+
+
+def test_labels_are_refused_with_a_clear_message():
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    with idselect.patch(model, keep=4), pytest.raises(ValueError, match=r"labels= .* not supported on a patched model"):
+        model(**kwargs, labels=kwargs["input_ids"])
+    with torch.no_grad(), idselect.patch(model, keep=16):  # nothing pruned: nothing to refuse
+        model(**kwargs, labels=kwargs["input_ids"])
+
+
+def test_deepcopy_of_a_patched_model_is_refused():
+    model, _, _ = case("llava", [(1, 1, 1)])
+    with idselect.patch(model, keep=4):
+        with pytest.raises(TypeError, match=r"deepcopy of a patched model.*remove\(\), copy the model, then idselect.patch each copy"):
+            copy.deepcopy(model)
+    copy.deepcopy(model)  # fine once removed
+
+
+def test_llava_with_siglip_tower_uses_relevance_and_refuses_saliency():
+    model = tiny.tiny_llava(tower="siglip")
+    kwargs, counts = build("llava", model, [(3, 1, 4), (5, 1, 2)])
+    for importance in ("saliency", "unified"):
+        with pytest.raises(ValueError, match=rf"importance='{importance}' needs \[CLS\] saliency.*siglip_vision_model"):
+            idselect.patch(model, keep=5, importance=importance)
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        assert handle.options.importance == "relevance"
+        out = model.generate(**kwargs, max_new_tokens=NEW)
+    embeds, mask = hand_pruned(model, kwargs, handle.last_stats["kept_indices"])
+    assert torch.equal(out[:, -NEW:], generate_on_embeds(model, embeds, mask, max_new_tokens=NEW))
+
+
+def test_llava_with_an_unsupported_tower_is_refused_at_patch_time():
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, PixtralVisionConfig
+
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                 image_size=28, patch_size=7, head_dim=8)
+    model = LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=tiny._text(), image_token_index=100))
+    with pytest.raises(TypeError, match=r"llava with a 'pixtral' vision tower is not supported"):
+        idselect.patch(model, keep=4)
+
+
+@pytest.mark.parametrize("family", ["llava", "internvl"])
+def test_torch_compile_of_a_patched_model_prunes_and_fullgraph_says_why_not(family):
+    torch._dynamo.reset()
+    model, kwargs, _ = case(family, [(3, 1, 4)])
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        eager = model(**kwargs).logits
+        compiled = torch.compile(model)(**kwargs).logits
+        assert compiled.shape == eager.shape and compiled.shape[1] == handle.last_stats["sequence_length_after"]
+        torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match=r"idselect: pruning gives the LLM a sequence whose length depends on the data"):
+            torch.compile(model, fullgraph=True)(**kwargs)
+
+
+def test_zero_score_picks_count_picks_after_everything_was_suppressed():
+    model, kwargs, counts = case("llava", [(2, 2, 3)])
+    with torch.no_grad(), idselect.patch(model, keep=5, gamma=0.0) as handle:
+        model(**kwargs)
+    # gamma = 0: every weight is 1, so the first pick suppresses every other score to 0.
+    assert handle.last_stats["zero_score_picks"] == [4, 4]
+    with torch.no_grad(), idselect.patch(model, keep=5, gamma=20.0) as handle:
+        model(**kwargs)
+    assert all(0 <= z <= 4 for z in handle.last_stats["zero_score_picks"])
+
+
+def test_statistics_are_floats_and_ordered():
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        assert handle.last_stats == {}
+        model(**kwargs)
+    stats = handle.last_stats
+    assert isinstance(stats["importance_ms"], float) and stats["select_ms"] >= stats["importance_ms"] >= 0
+    assert dict(stats) == stats  # a plain dict: copies and ** work
