@@ -12,6 +12,7 @@ import torch
 
 import idselect
 from . import benchmark
+from .cli_args import positive_int
 
 
 def main(argv=None) -> int:
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     sub.add_parser("eval", help="accuracy harness (local weights and JSONL)", add_help=False)
     bench = sub.add_parser("bench", help="time reference vs native kernel on default sizes")
     bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--repeats", type=positive_int, default=7)
     args, rest = parser.parse_known_args(argv)
     if args.command in ("demo", "flops", "eval"):
         import importlib

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import patch
+from .cli_args import keep_value, positive_int
 
 
 def demo_model(seed: int = 0):
@@ -116,13 +117,14 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="local LLaVA checkpoint directory (llava-hf layout)")
     p.add_argument("--image", help="image file (with --model)")
     p.add_argument("--question", default="Describe the image briefly.")
-    p.add_argument("--keep", type=float, default=64, help="visual tokens kept per image (int) or a fraction")
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5, help="prefill timing repeats")
+    p.add_argument("--keep", type=keep_value, default=64,
+                   help="visual tokens kept per image (an integer) or a fraction in (0, 1] (e.g. 0.25)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument("--repeats", type=positive_int, default=5, help="prefill timing repeats")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="idselect_demo.png", help="PNG showing the kept tokens")
     args = p.parse_args(argv)
-    keep = int(args.keep) if args.keep >= 1 else args.keep
+    keep = args.keep
 
     if args.model:
         if not args.image:
@@ -152,12 +154,15 @@ def main(argv=None) -> int:
     print(f"visual tokens: {stats['visual_tokens_before']} -> {stats['visual_tokens_after']}  "
           f"(LLM input {stats['sequence_length_before']} -> {stats['sequence_length_after']} tokens)")
     print(f"importance + selection: {stats['select_ms']:.2f} ms (importance {stats['importance_ms']:.2f} ms)")
+    zero = [z for z in stats.get("zero_score_picks", []) if z]
+    print(f"picks made after every remaining score was suppressed to 0: {sum(zero)}"
+          + (" (picked by index; see docs/hooks.md: lower gamma or keep)" if zero else ""))
     print(f"prefill: {full_med:.1f} ms unpruned vs {pruned_med:.1f} ms with ID-Selection "
           f"(median of {args.repeats}; speedup {full_med / pruned_med:.2f}x)")
     print(f"answer without selection: {full_answer}\nanswer with selection:    {pruned_answer}")
     kept = stats.get("kept_indices") or [None]
     if grid * grid == stats["visual_tokens_before"]:
-        save_overlay(picture, kept[0], grid, args.out,
+        save_overlay(picture, None if kept[0] is None else kept[0].cpu(), grid, args.out,
                      f"kept {stats['visual_tokens_after']} of {stats['visual_tokens_before']} tokens (ID-Selection)")
         print(f"wrote {os.path.abspath(args.out)}")
     return 0

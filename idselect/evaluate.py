@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import patch
+from .cli_args import keep_value, positive_int
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
@@ -52,7 +53,7 @@ def load_rows(path: str, image_root: Optional[str], limit: Optional[int]) -> Lis
                 raise ValueError(f"{path}:{number}: each line needs 'image', 'question' and 'answers' (or 'answer')")
             image = row["image"] if os.path.isabs(row["image"]) else os.path.join(base, row["image"])
             rows.append({"image": image, "question": row["question"], "answers": [str(a) for a in answers]})
-            if limit and len(rows) >= limit:
+            if limit is not None and len(rows) >= limit:
                 break
     return rows
 
@@ -107,10 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="local checkpoint directory (weights + processor)")
     p.add_argument("--data", required=True, help="JSONL file")
     p.add_argument("--image-root", help="directory for relative image paths (default: the JSONL's)")
-    p.add_argument("--keep", type=float, nargs="+", default=[192, 128, 64, 16])
+    p.add_argument("--keep", type=keep_value, nargs="+", default=[192, 128, 64, 16],
+                   help="token counts per image (integers) or fractions in (0, 1]")
     p.add_argument("--metric", choices=["vqa", "exact"], default="vqa")
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument("--limit", type=positive_int, help="use only the first N rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None)
     p.add_argument("--suffix", default="\nAnswer the question using a single word or phrase.")
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float16 if args.device.startswith("cuda") else torch.float32)
     processor = AutoProcessor.from_pretrained(args.model, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(args.model, local_files_only=True, dtype=dtype).to(args.device).eval()
-    keeps = [int(k) if k >= 1 else k for k in args.keep]
+    keeps = args.keep
     rows = load_rows(args.data, args.image_root, args.limit)
     results = evaluate(model, processor, rows, keeps, args.metric, args.max_new_tokens, args.device, dtype, args.suffix)
     print(f"{len(rows)} questions, metric {args.metric}, model {args.model}")

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional
 
+from .cli_args import non_negative_int, positive_int
+
 
 @dataclass
 class Tower:
@@ -116,8 +118,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m idselect flops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(PRESETS), action="append", help="preset (repeatable; default: all)")
-    p.add_argument("--keep", type=int, nargs="+", default=[192, 128, 64, 16])
-    p.add_argument("--text-tokens", type=int, default=32)
+    p.add_argument("--keep", type=positive_int, nargs="+", default=[192, 128, 64, 16], help="visual tokens kept per image")
+    p.add_argument("--text-tokens", type=non_negative_int, default=32)
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
     rows = []

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from transformers import GenerationMixin
 
 import idselect
 from hook_cases import MODELS, build, case
@@ -34,6 +35,9 @@ def qwen_oracle(model, kwargs, kept_indices, steps=NEW):
 @pytest.mark.parametrize("gen", [dict(num_beams=2), dict(num_beams=3, num_return_sequences=2),
                                  dict(do_sample=True, num_return_sequences=2)], ids=["beams", "beams-sequences", "sample"])
 def test_beams_and_several_sequences_equal_unpatched_on_hand_pruned_prompt(family, gen):
+    if family == "internvl" and not hasattr(GenerationMixin, "_expand_multimodal_outputs"):
+        pytest.skip("transformers < 5.23 repeats InternVL's pixel_values tile by tile when it expands a batch, "
+                    "so the unpatched model itself gives the copies other images")
     model, kwargs, _ = case(family, ROWS)
     _, single = patched_generate(model, kwargs)  # the prompts' selection, made once
     torch.manual_seed(0)

@@ -50,6 +50,7 @@ COMPILE_REASON = (
     "cannot hold; use torch.compile(model) without fullgraph=True (the model's parts still compile), "
     "or compile the language model alone"
 )
+SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] saliency"
 
 
 @dataclass
@@ -293,8 +294,11 @@ class PatchHandle:
                     if threading.get_ident() == owner and not captured:
                         captured.append(a[0] if a else kw["hidden_states"])
                 hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+            # Under torch.compile a compiled tower may skip a hook added after compilation:
+            # a tower whose input is captured runs eagerly.
+            run = original if hook is None else torch.compiler.disable(original, reason=SALIENCY_REASON)
             try:
-                output = original(*args, **kwargs)
+                output = run(*args, **kwargs)
             finally:
                 if hook is not None:
                     hook.remove()
