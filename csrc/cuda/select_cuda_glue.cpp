@@ -1,5 +1,12 @@
-// Registers the fused CUDA kernel (select_cuda.cu) as the CUDA backend of idselect::select.
+// Registers the fused CUDA kernel (select_cuda.cu) as the CUDA backend of idselect::select,
+// but only when IDSELECT_CUDA_KERNEL=1 is set as the library loads: the kernel has not run on
+// a GPU yet, and unverified code is never the default (docs/algorithm.md, "Backends and
+// routing"). Without it the Python package serves CUDA tensors with batched tensor ops.
 // Compiled only when torch has CUDA; the kernel itself has no torch headers.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -54,8 +61,25 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
   return out;
 }
 
-}  // namespace
+// The rule of idselect._ops.cuda_kernel_requested: the variable must be exactly "1".
+bool cuda_kernel_requested() {
+  const char* value = std::getenv("IDSELECT_CUDA_KERNEL");
+  return value != nullptr && std::strcmp(value, "1") == 0;
+}
 
-TORCH_LIBRARY_IMPL(idselect, CUDA, m) { m.impl("select", &select_cuda); }
+// What TORCH_LIBRARY_IMPL(idselect, CUDA, m) does, made conditional: the registration lives
+// as long as the library (a static), and only exists when opted in.
+struct ConditionalCudaRegistration {
+  std::unique_ptr<torch::Library> library;
+  ConditionalCudaRegistration() {
+    if (!cuda_kernel_requested()) return;
+    library = std::make_unique<torch::Library>(torch::Library::IMPL, "idselect",
+                                               c10::DispatchKey::CUDA, __FILE__, __LINE__);
+    library->impl("select", &select_cuda);
+  }
+};
+const ConditionalCudaRegistration cuda_registration;
+
+}  // namespace
 
 }  // namespace idselect
