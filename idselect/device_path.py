@@ -74,11 +74,11 @@ def select(
         n = lengths.clamp(min=k, max=N)  # effective_length, on the device
         available = positions.unsqueeze(0) < n.unsqueeze(1)
     exact_matmul = _matmul_is_exact_fp32(device)
-    below_every_score = torch.tensor(-1.0, device=device)  # available scores are >= 0
 
     for t in range(k):
         # torch.argmax returns the first maximal index: ties go to the smallest index.
-        pick = torch.where(available, s, below_every_score).argmax(dim=1)  # [B]
+        # -1 is below every available score (they are >= 0); a Python scalar needs no copy.
+        pick = torch.where(available, s, -1.0).argmax(dim=1)  # [B]
         out[:, t] = pick
         available.scatter_(1, pick.unsqueeze(1), False)
         pick_score = s.gather(1, pick.unsqueeze(1))  # [B, 1]

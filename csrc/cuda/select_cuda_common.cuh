@@ -19,6 +19,16 @@ __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
+// Zero of T without the implicit conversions torch builds disable (__CUDA_NO_HALF_CONVERSIONS__).
+template <typename T>
+__device__ __forceinline__ T zero_of();
+template <>
+__device__ __forceinline__ float zero_of<float>() { return 0.f; }
+template <>
+__device__ __forceinline__ __half zero_of<__half>() { return __float2half_rn(0.f); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 zero_of<__nv_bfloat16>() { return __float2bfloat16_rn(0.f); }
+
 // Elements of T in 16 bytes: the chunk one lane owns per pass of warp_dot.
 template <typename T>
 __host__ __device__ constexpr int chunk_elements() { return 16 / static_cast<int>(sizeof(T)); }

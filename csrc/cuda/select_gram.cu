@@ -99,7 +99,7 @@ __device__ __forceinline__ void stage_tile(const T* row_base, int64_t token_stri
     } else {
 #pragma unroll
       for (int e = 0; e < V; ++e)
-        dst[r][e0 + e] = (token < N && d + e < D) ? src[e] : T(0.f);
+        dst[r][e0 + e] = (token < N && d + e < D) ? src[e] : detail::zero_of<T>();
     }
   }
 }
