@@ -32,7 +32,9 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$WORK/pkg${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=2
 
-# The tests must exercise the instrumented build, not the editable install.
+# The tests must exercise the instrumented build, not the checkout or its editable install:
+# run from the temporary directory (python puts the working directory first on sys.path).
+cd "$WORK"
 "$PYTHON" - "$WORK/pkg" <<'PY'
 import sys, idselect
 assert idselect.__file__.startswith(sys.argv[1]), f"imported {idselect.__file__}, not the sanitized build"
@@ -41,4 +43,5 @@ print("sanitize: testing", idselect.__file__)
 PY
 
 echo "=== sanitize: tests/test_select.py tests/test_properties.py tests/test_errors.py"
-"$PYTHON" -m pytest -q -p no:cacheprovider tests/test_select.py tests/test_properties.py tests/test_errors.py
+"$PYTHON" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" \
+  "$ROOT/tests/test_select.py" "$ROOT/tests/test_properties.py" "$ROOT/tests/test_errors.py"

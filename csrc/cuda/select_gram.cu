@@ -63,8 +63,10 @@ constexpr int kGramThreads = 128;  // 4 warps, each a 32 x 32 quarter of the til
 constexpr int kStagePad = 8;       // keeps WMMA's 16-byte row alignment, spreads banks
 constexpr int kAccPad = 4;         // float accumulator rows: a multiple of 4 for WMMA
 
+// WMMA loads and stores need 256-bit aligned tile pointers: every tile row offset used is a
+// multiple of 32 bytes from this base.
 template <typename T>
-struct GramShared {
+struct __align__(128) GramShared {
   T a[kTile][kTileK + kStagePad];  // tokens of tile i, elements d0 .. d0 + kTileK
   T b[kTile][kTileK + kStagePad];  // tokens of tile j
   float acc[kTile][kTile + kAccPad];
