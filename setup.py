@@ -1,6 +1,9 @@
 """Builds idselect._C: the CPU kernel always; the CUDA kernel when torch has CUDA and nvcc is
 found (or FORCE_CUDA=1). Build with `pip install --no-build-isolation .` so that the build
-sees the torch it will run with."""
+sees the torch it will run with.
+
+IDSELECT_SANITIZE=1 builds the CPU kernel only, with AddressSanitizer and
+UndefinedBehaviorSanitizer (.ci/sanitize.sh builds it into a temporary directory)."""
 import glob
 import os
 import sys
@@ -16,7 +19,12 @@ def rel(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+SANITIZE = os.environ.get("IDSELECT_SANITIZE", "0") == "1"
+
+
 def want_cuda() -> bool:
+    if SANITIZE:
+        return False
     if os.environ.get("FORCE_CUDA", "0") == "1":
         return True
     return torch.version.cuda is not None and CUDA_HOME is not None
@@ -25,6 +33,11 @@ def want_cuda() -> bool:
 # FP contraction off: the same float32 results on every ISA level (see csrc/cpu).
 # -Wno-psabi: the 64-byte vector helpers are always inlined, so no call crosses ABIs.
 cxx_flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-psabi"]
+link_flags = ["-fopenmp"]
+if SANITIZE:
+    sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+    cxx_flags = [f for f in cxx_flags if f != "-O3"] + ["-O1"] + sanitize
+    link_flags += sanitize
 sources = ["csrc/module.cpp"] + rel("csrc/cpu/*.cpp")
 with_cuda = want_cuda()
 if with_cuda:
@@ -34,16 +47,17 @@ if with_cuda:
         sources,
         extra_compile_args={"cxx": cxx_flags + ["-DIDSELECT_WITH_CUDA"],
                             "nvcc": ["-O3", "-lineinfo"]},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link_flags,
         py_limited_api=False,
     )
 else:
     extension = CppExtension(
-        "idselect._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+        "idselect._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags
     )
 
 print(
-    f"idselect: building the CPU kernel{' and the CUDA kernel' if with_cuda else ''} "
+    f"idselect: building the CPU kernel{' and the CUDA kernel' if with_cuda else ''}"
+    f"{' with ASan + UBSan' if SANITIZE else ''} "
     f"against torch {torch.__version__} (CUDA {torch.version.cuda}, nvcc home {CUDA_HOME}, "
     f"TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST', 'torch default')})",
     file=sys.stderr,

@@ -2,7 +2,8 @@
 
     python bench/bench_select.py                 # CPU grid (2 threads on the dev machine)
     python bench/bench_select.py --quick         # a few cases, for a smoke run
-    python bench/bench_select.py --device cuda   # GPU grid (bf16), results/select_cuda.json
+    IDSELECT_CUDA_KERNEL=1 python bench/bench_select.py --device cuda
+                                                 # GPU grid (bf16), results/select_cuda.json
 """
 import argparse
 import json
@@ -11,6 +12,7 @@ import sys
 
 import torch
 
+import idselect
 from idselect import benchmark
 from idselect.benchmark import Case
 
@@ -34,13 +36,18 @@ def cpu_grid(quick: bool):
 
 
 def cuda_grid(quick: bool):
+    """The issue's goal shapes (bf16) with every CUDA path side by side, then N and k sweeps.
+    native is the compiled kernel's automatic path when IDSELECT_CUDA_KERNEL=1 was set before
+    the run (bench/gpu_session.sh does), otherwise the batched tensor-op default."""
     main = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
             Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16")]
+    paths = ["native", "kernel_gram", "kernel_stream", "device_path", "eager", "reference"]
     if quick:
-        return [(main[:1], ["native", "eager"], [None])]
-    by_n = [Case(1, n, 4096, 64, "bfloat16") for n in (144, 576, 1152, 2304, 4608)]
-    by_k = [Case(1, 2880, 4096, k, "bfloat16") for k in (16, 64, 144, 288, 576, 1440)]
-    return [(main + by_n + by_k, ["native", "reference", "eager"], [None])]
+        return [(main[:1], ["native", "device_path", "eager"], [None])]
+    fp32 = [Case(1, 576, 1024, 64, "float32")]
+    by_n = [Case(1, n, 4096, 64, "bfloat16") for n in (144, 1152, 2304, 4608)]
+    by_k = [Case(1, 2880, 4096, k, "bfloat16") for k in (16, 64, 144, 576, 1440)]
+    return [(main + fp32, paths, [None]), (by_n + by_k, ["native", "kernel_gram", "kernel_stream", "device_path", "eager"], [None])]
 
 
 def plot(records, path):
@@ -92,15 +99,21 @@ def main(argv=None):
 
     device_type = torch.device(args.device).type
     grid = (cuda_grid if device_type == "cuda" else cpu_grid)(args.quick)
+    if device_type == "cuda" and idselect.backend_for("cuda") != "native":
+        print("note: the compiled CUDA kernel is not loaded (set IDSELECT_CUDA_KERNEL=1 before the run): "
+              "native is the batched tensor-op path and the kernel_* backends are left out")
+        grid = [(cases, [b for b in backends if b not in benchmark.KERNEL_PATH_ENV], la) for cases, backends, la in grid]
+    os.makedirs(args.out_dir, exist_ok=True)
+    stem = f"select_{device_type}" + ("_quick" if args.quick else "")
     rows = []
     for cases, backends, lookaheads in grid:
         rows += benchmark.run(cases, backends, args.device, args.repeats, lookaheads, progress=True)
+        records = benchmark.by_case(rows)
+        for record in records:
+            record["backend_serving_native"] = idselect.backend_for(device_type)
+        with open(os.path.join(args.out_dir, stem + ".json"), "w") as f:  # after every group
+            json.dump(records, f, indent=1)
     print(benchmark.format_table(rows))
-    os.makedirs(args.out_dir, exist_ok=True)
-    stem = f"select_{device_type}" + ("_quick" if args.quick else "")
-    records = benchmark.by_case(rows)
-    with open(os.path.join(args.out_dir, stem + ".json"), "w") as f:
-        json.dump(records, f, indent=1)
     plot(records, os.path.join(args.out_dir, stem + ".png"))
     print(f"wrote {stem}.json and {stem}.png under {args.out_dir}")
     return 0

@@ -1,36 +1,62 @@
-"""Small CUDA cases covering every kernel path, for compute-sanitizer (memcheck, racecheck):
-cluster-split rows (B=1), one CTA per row (large B), ragged and bad lengths, hostile values,
-unaligned widths, all three dtypes. Exits non-zero if a result breaks the contract."""
+"""Small CUDA cases covering every CUDA path, for compute-sanitizer (memcheck, racecheck,
+synccheck): the Gram path (tensor-core tiles for bf16/fp16, FMA tiles for fp32, partial
+tiles, row groups), the greedy kernel alone (k = 1), the streaming path (cluster-split rows
+at B = 1, one CTA per row at large B, fewer tokens than CTAs), the batched tensor-op default
+path; ragged and bad lengths, hostile values, unaligned widths (scalar loads).
+Exits non-zero if a result breaks the contract (k distinct valid indices per row).
+
+    compute-sanitizer --tool memcheck --error-exitcode 9 python bench/sanitize_cases.py
+"""
 import math
+import os
+import sys
 
-import torch
+os.environ["IDSELECT_CUDA_KERNEL"] = "1"  # before the import: opt in to the compiled kernel
 
-import idselect  # noqa: F401
+import torch  # noqa: E402
+
+import idselect  # noqa: E402
+from idselect import device_path  # noqa: E402
+
+CASES = [  # B, N, D, k, dtype, lengths
+    (1, 576, 1024, 16, torch.bfloat16, None),
+    (1, 3, 7, 3, torch.float16, None),  # fewer tokens than CTAs in a cluster; one partial tile
+    (2, 130, 40, 2, torch.float32, None),  # fp32 tiles, partial tiles, k = 2
+    (300, 97, 33, 20, torch.float32, None),  # one CTA per row, scalar loads
+    (5, 200, 64, 50, torch.bfloat16, torch.tensor([200, 3, -4, 5000, 199])),  # bad lengths
+    (3, 70, 24, 1, torch.float16, None),  # k = 1: argmax only
+]
+
+
+def run_case(select, B, N, D, k, dtype, lengths, g):
+    feats = torch.randn(B, N, D, generator=g)
+    scores = torch.rand(B, N, generator=g)
+    feats[0, 0] = 0.0
+    feats[0, min(1, N - 1), 0] = math.nan
+    scores[0, min(2, N - 1)] = math.inf
+    scores[-1, 0] = math.nan
+    out = select(feats.to(dtype).cuda(), scores.cuda(), k, 20.0, None if lengths is None else lengths.cuda()).cpu()
+    for row in out.tolist():
+        assert len(set(row)) == k and all(0 <= i < N for i in row), row
 
 
 def main():
+    assert idselect.backend_for("cuda") == "native", "the compiled CUDA kernel did not load"
     g = torch.Generator().manual_seed(0)
-    cases = [
-        (1, 576, 4096, 64, torch.bfloat16, None),
-        (1, 3, 7, 3, torch.float16, None),  # fewer tokens than CTAs in the cluster
-        (300, 97, 33, 20, torch.float32, None),  # one CTA per row, scalar loads
-        (5, 1000, 64, 50, torch.bfloat16, torch.tensor([1000, 3, -4, 5000, 999])),  # bad lengths
-    ]
-    for B, N, D, k, dtype, lengths in cases:
-        feats = torch.randn(B, N, D, generator=g)
-        scores = torch.rand(B, N, generator=g)
-        feats[0, 0] = 0.0
-        feats[0, min(1, N - 1), 0] = math.nan
-        scores[0, min(2, N - 1)] = math.inf
-        scores[-1, 0] = math.nan
-        out = torch.ops.idselect.select(
-            feats.to(dtype).cuda(), scores.cuda(), k, 20.0, None if lengths is None else lengths.cuda()
-        ).cpu()
-        for row in out.tolist():
-            assert len(set(row)) == k and all(0 <= i < N for i in row), row
+    for path in ("gram", "stream", "auto"):
+        os.environ["IDSELECT_CUDA_PATH"] = path
+        for case in CASES:
+            run_case(torch.ops.idselect.select, *case, g)
+        torch.cuda.synchronize()
+        print(f"path {path}: ok", flush=True)
+    os.environ.pop("IDSELECT_CUDA_PATH")
+    for case in CASES[:3]:
+        run_case(device_path.select, *case, g)
     torch.cuda.synchronize()
+    print("device_path: ok")
     print("sanitize cases ok")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

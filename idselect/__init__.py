@@ -4,10 +4,10 @@
 ``idselect.reference.select`` the pure-PyTorch oracle; ``idselect.patch`` applies the
 selection inside Hugging Face LVLMs; ``idselect.importance`` holds the estimators.
 """
-from . import importance, reference
-from ._ops import native_backends
+from . import device_path, importance, reference
+from ._ops import backend_for, native_backends
 from .api import select
 from .hooks import patch, supported_model_types
 
-__all__ = ["select", "native_backends", "reference", "importance", "patch", "supported_model_types"]
+__all__ = ["select", "native_backends", "backend_for", "reference", "device_path", "importance", "patch", "supported_model_types"]
 __version__ = "0.1.0"

@@ -2,16 +2,24 @@
 
 The schema is defined here, in Python, and nowhere else: the compiled library only adds
 kernels with TORCH_LIBRARY_IMPL. (A .so that also defined it would abort the process.)
-Devices without a compiled kernel are served by the pure-PyTorch reference.
+
+Routing (docs/algorithm.md, "Backends and routing"):
+
+- CPU: the compiled CPU kernel (verified), else the reference.
+- CUDA: the batched tensor-op path (``idselect.device_path``) by default. The compiled CUDA
+  kernel has not run on a GPU yet, so it is opt-in: the library registers it only when
+  ``IDSELECT_CUDA_KERNEL=1`` is set when it is loaded (i.e. at ``import idselect``).
+- Any other device: the pure-PyTorch reference.
 """
 from __future__ import annotations
 
+import os
 import warnings
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import torch
 
-from . import reference
+from . import device_path, reference
 from ._checks import check_select_args
 
 SCHEMA = "select(Tensor features, Tensor scores, int k, float gamma=20.0, Tensor? lengths=None) -> Tensor"
@@ -40,6 +48,36 @@ def native_backends() -> Tuple[str, ...]:
     return _NATIVE_BACKENDS
 
 
+#: Set to "1" before ``import idselect`` to run CUDA tensors through the compiled CUDA kernel
+#: (read by csrc/cuda/select_cuda_glue.cpp when the library loads).
+CUDA_KERNEL_ENV = "IDSELECT_CUDA_KERNEL"
+
+
+def cuda_kernel_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``environ`` opts in to the compiled CUDA kernel (the same rule as the C++ glue:
+    the variable must be exactly "1")."""
+    return environ.get(CUDA_KERNEL_ENV, "") == "1"
+
+
+def choose_backend(device_type: str, native: Tuple[str, ...]) -> str:
+    """Which implementation serves ``device_type`` given the loaded compiled kernels.
+
+    Returns ``"native"`` (a compiled kernel), ``"device_path"`` (batched tensor ops on the
+    device, the CUDA default while the CUDA kernel is unverified) or ``"reference"``.
+    """
+    if device_type in native:
+        return "native"
+    if device_type == "cuda":
+        return "device_path"
+    return "reference"
+
+
+def backend_for(device_type: str) -> str:
+    """The implementation ``torch.ops.idselect.select`` uses for tensors on ``device_type``
+    in this process: ``"native"``, ``"device_path"`` or ``"reference"``."""
+    return choose_backend(device_type, _NATIVE_BACKENDS)
+
+
 _warned_devices: set = set()
 
 
@@ -61,6 +99,18 @@ def _reference_kernel(features, scores, k, gamma=20.0, lengths=None):
 # CompositeExplicitAutograd covers every device type without a kernel of its own; the
 # compiled CPU / CUDA kernels, where loaded, take precedence over it.
 _lib.impl("select", _reference_kernel, "CompositeExplicitAutograd")
+
+if choose_backend("cuda", _NATIVE_BACKENDS) == "device_path":
+    # No compiled CUDA kernel registered (not opted in, or not built): CUDA tensors take the
+    # batched tensor-op path, which is correct by construction and never syncs the host.
+    _lib.impl("select", device_path.select, "CUDA")
+    if cuda_kernel_requested() and _native_error is None:
+        warnings.warn(
+            f"idselect: {CUDA_KERNEL_ENV}=1 but this build of idselect has no CUDA kernel; "
+            "CUDA tensors use the batched tensor-op path (idselect.device_path)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 @torch.library.register_fake("idselect::select")

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
-from . import reference
+from . import device_path, reference
 from .api import select  # noqa: F401  (loads the op)
 
 
@@ -105,7 +105,10 @@ def env_setting(name: str, value: Optional[str]):
 
 
 def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dict[str, Callable[[], object]]:
-    """What each backend runs for one case. floor_read: k plain reads of the features (the
+    """What each backend runs for one case. native: the op as dispatched (on CUDA: the compiled
+    kernel's automatic path when IDSELECT_CUDA_KERNEL=1, else the batched tensor-op path);
+    kernel_gram / kernel_stream: the compiled CUDA kernel forced along one path (see
+    KERNEL_PATH_ENV); device_path: the batched tensor-op path itself; floor_read: k plain reads of the features (the
     least any one-row-per-step method moves); floor_matvec: k matrix-vector products; gram:
     one blocked N x N similarity GEMM, a lower bound for a precomputed-Gram method."""
     k, gamma = case.k, case.gamma
@@ -114,12 +117,19 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
     vec = torch.randn(case.D, device=features.device)
     return {
         "native": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        "kernel_gram": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        "kernel_stream": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        "device_path": lambda: device_path.select(features, scores, k, gamma),
         "reference": lambda: reference.select(features, scores, k, gamma),
         "eager": lambda: eager_loop(features, scores, k, gamma),
         "floor_read": lambda: [flat.sum() for _ in range(k)],
         "floor_matvec": lambda: [torch.mv(fn32[0], vec) for _ in range(k)],
         "gram": lambda: torch.bmm(fn32, fn32.transpose(1, 2)),
     }
+
+
+#: Backends that force a path of the compiled CUDA kernel (read by the glue on every call).
+KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_stream": "stream"}
 
 
 def time_ms(fn: Callable[[], object], repeats: int, device: str, warmup: int = 2) -> List[float]:
@@ -176,7 +186,8 @@ def run(
             inputs_for = {case: make_inputs(case, device)}
         feats, scores = inputs_for[case]
         fn = backend_fns(feats, scores, case)[backend]
-        with env_setting("IDSELECT_CPU_LOOKAHEAD", None if lookahead is None else str(lookahead)):
+        with env_setting("IDSELECT_CPU_LOOKAHEAD", None if lookahead is None else str(lookahead)), \
+                env_setting("IDSELECT_CUDA_PATH", KERNEL_PATH_ENV.get(backend)):
             stats = summarize(time_ms(fn, repeats, device))
         name = backend if lookahead is None else f"native_lookahead{lookahead}"
         rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
@@ -218,7 +229,7 @@ def format_table(rows: List[dict]) -> str:
             parts.append(f"  {name:>20}: {r['median_ms']:9.3f} ms  ({r['p10_ms']:.3f}-{r['p90_ms']:.3f})")
         if "native" in results:
             nat = results["native"]["median_ms"]
-            for base in ("eager", "reference"):
+            for base in ("eager", "reference", "device_path"):
                 if base in results:
                     parts.append(f"  {'native speedup vs ' + base:>32}: {results[base]['median_ms'] / nat:6.2f}x")
             if "floor_read" in results:

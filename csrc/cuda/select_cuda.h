@@ -1,5 +1,6 @@
-// Torch-free interface of the fused CUDA kernel of idselect::select. The glue
-// (select_cuda_glue.cpp) checks the inputs and passes raw pointers and the current stream.
+// Torch-free interface of the CUDA kernels of idselect::select. The glue
+// (select_cuda_glue.cpp) checks the inputs, plans the path (select_dispatch.h), allocates the
+// workspace, and passes raw pointers and the current stream.
 #pragma once
 
 #include <cstddef>
@@ -7,10 +8,10 @@
 
 #include <cuda_runtime.h>
 
+#include "select_dispatch.h"
+
 namespace idselect {
 namespace cuda {
-
-enum class FeatureType { kFloat32, kFloat16, kBFloat16 };
 
 struct SelectParams {
   const void* features;     // [B, N, D], element stride 1 along D
@@ -22,18 +23,35 @@ struct SelectParams {
   int64_t B, N, D, k;
   float gamma;
   int64_t* out;             // [B, k]
-  float* workspace;         // workspace_floats(B, N) floats, no initialisation needed
+  float* workspace;         // workspace_floats(plan, B, N) floats, no initialisation needed
 };
 
-// Floats of device workspace the launch needs: current scores and norms of every token.
-inline size_t workspace_floats(int64_t B, int64_t N) { return static_cast<size_t>(2 * B * N); }
+// Floats of device workspace a plan needs: the norm and the current score of every token,
+// and on the Gram path the weights of one row group.
+inline size_t workspace_floats(const Plan& plan, int64_t B, int64_t N) {
+  const size_t per_token = static_cast<size_t>(2 * B * N);
+  return per_token + (plan.path == Path::kGram ? plan.weight_bytes / sizeof(float) : 0);
+}
+
+// The plan for this call on the current device: its compute capability and free memory
+// (cudaMemGetInfo; not a stream operation, so no synchronisation and capture-safe).
+cudaError_t plan_for_current_device(int64_t B, int64_t N, int64_t D, int64_t k,
+                                    FeatureType dtype, PathRequest request, Plan* plan);
+
+// Enqueues the whole selection on `stream` along `plan`: no host synchronisation,
+// graph-capturable. Validates the sizes itself (k <= N, B within the grid) and returns
+// cudaErrorInvalidValue for inconsistent parameters.
+cudaError_t launch_select(const SelectParams& params, const Plan& plan, cudaStream_t stream);
+
+// The two families of kernels (select_cuda.cu, select_gram.cu), called by launch_select.
+cudaError_t launch_stream_path(const SelectParams& params, cudaStream_t stream);
+cudaError_t launch_gram_path(const SelectParams& params, const Plan& plan, cudaStream_t stream);
 
 // Tokens of one row are split over this many CTAs of a thread-block cluster (Hopper), so that
-// small batches use many SMs; large batches use one CTA per row.
-int cluster_size_for(int64_t B, int num_sms, int compute_major);
-
-// Enqueues the whole selection on `stream`: no host synchronisation, graph-capturable.
-cudaError_t launch_select(const SelectParams& params, cudaStream_t stream);
+// small batches use many SMs; large batches use one CTA per row. kernel_ptx_version: the PTX
+// version (e.g. 90) of the kernel image that will run, from cudaFuncGetAttributes: clusters
+// only where that image was compiled for sm_90 or newer.
+int cluster_size_for(int64_t B, int num_sms, int kernel_ptx_version);
 
 }  // namespace cuda
 }  // namespace idselect

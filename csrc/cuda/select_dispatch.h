@@ -1,0 +1,87 @@
+// Which CUDA path serves a call of idselect::select, as a pure function of the shapes, the
+// dtype, the device and the free memory. Plain C++ (no CUDA, no torch), so that the rule is
+// unit-tested on any machine (tests/test_cuda_dispatch.py compiles it with g++).
+//
+// Paths (docs/algorithm.md, "CUDA paths"):
+//   kArgmaxOnly  k == 1: one argmax of the clamped scores per row (greedy kernel, no weights).
+//   kGram        the weights of every token pair of a row, W = exp(-gamma (1 - cos)^2), are
+//                computed once by a tiled Gram kernel (tensor cores for bf16/fp16, fp32 FMA
+//                for fp32) into a [rows, N, N] float32 workspace; then one CTA per row runs
+//                the k greedy steps with the row's scores in shared memory.
+//   kStream      no N x N workspace: per step, the similarity row of the pick is recomputed
+//                from the features (thread-block clusters on sm_90).
+//
+// The choice never depends on B (so a row's result never depends on its batch), only on
+// whether one row's W fits under the workspace cap; rows are then processed in groups under
+// the cap, which changes no result.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+namespace idselect {
+namespace cuda {
+
+enum class FeatureType { kFloat32, kFloat16, kBFloat16 };
+
+enum class Path { kNone, kArgmaxOnly, kGram, kStream };
+
+// Tests and benchmarks may ask for a path (IDSELECT_CUDA_PATH=gram|stream); it is honoured
+// when feasible, otherwise the automatic choice stands.
+enum class PathRequest { kAuto, kGram, kStream };
+
+// A row's scores live in one CTA's shared memory on the Gram path: 4 bytes per token.
+constexpr int64_t kGramMaxTokens = 8192;
+// The Gram path computes N^2/2 similarities once where the streaming path computes k * N; it
+// pays when N <= kGramTokensPerPick * k (the review's model: tensor-core Gram vs streaming
+// the features k times; LVLM shapes have N / k ~ 9-10).
+constexpr int64_t kGramTokensPerPick = 32;
+// Workspace cap for W: at most this many bytes and at most a quarter of the free memory.
+constexpr std::size_t kWorkspaceCapBytes = std::size_t(1) << 30;
+constexpr std::size_t kWorkspaceFreeFraction = 4;
+
+struct Plan {
+  Path path = Path::kNone;
+  int64_t rows_per_group = 0;   // Gram path: rows whose W is live at once (>= 1)
+  std::size_t weight_bytes = 0; // Gram path: bytes of W for one group
+};
+
+inline std::size_t workspace_cap(std::size_t free_bytes) {
+  return std::min(kWorkspaceCapBytes, free_bytes / kWorkspaceFreeFraction);
+}
+
+inline std::size_t weight_bytes_per_row(int64_t N) {
+  return static_cast<std::size_t>(N) * static_cast<std::size_t>(N) * sizeof(float);
+}
+
+// compute_major: the device's compute capability major (tensor-core bf16/fp16 needs >= 8).
+inline Plan plan_select(int64_t B, int64_t N, int64_t D, int64_t k, FeatureType dtype,
+                        int compute_major, std::size_t free_bytes, PathRequest request) {
+  (void)D;  // the rule does not use D yet: both paths scale linearly in it
+  Plan plan;
+  if (B <= 0 || k <= 0 || N <= 0) return plan;
+  if (k == 1) {
+    plan.path = Path::kArgmaxOnly;
+    return plan;
+  }
+  const std::size_t cap = workspace_cap(free_bytes);
+  const bool tensor_cores_ok = dtype == FeatureType::kFloat32 || compute_major >= 8;
+  const bool gram_feasible = N <= kGramMaxTokens && weight_bytes_per_row(N) <= cap && tensor_cores_ok;
+  const bool gram_pays = N <= kGramTokensPerPick * k;
+  bool gram = gram_feasible && gram_pays;
+  if (request == PathRequest::kGram) gram = gram_feasible;
+  if (request == PathRequest::kStream) gram = false;
+  if (!gram) {
+    plan.path = Path::kStream;
+    return plan;
+  }
+  plan.path = Path::kGram;
+  const int64_t fit = static_cast<int64_t>(cap / weight_bytes_per_row(N));
+  plan.rows_per_group = std::max<int64_t>(1, std::min(B, fit));
+  plan.weight_bytes = weight_bytes_per_row(N) * static_cast<std::size_t>(plan.rows_per_group);
+  return plan;
+}
+
+}  // namespace cuda
+}  // namespace idselect

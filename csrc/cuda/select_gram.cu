@@ -1,0 +1,381 @@
+// Gram path of idselect::select (select_dispatch.h, Path::kGram and Path::kArgmaxOnly):
+//
+//   1. norm_kernel     the norm of every token (warp_norm: the same bits as the stream path).
+//   2. gram_kernel     per row of a group, the weights W[i, j] = exp(-gamma (1 - cos_ij)^2)
+//                      of every token pair, as 64 x 64 tiles over the upper triangle
+//                      (tile i <= tile j), each tile written to W[i, j] and W[j, i]. bf16/fp16:
+//                      tensor cores (WMMA 16x16x16, fp32 accumulate; bf16 x bf16 and
+//                      fp16 x fp16 products are exact in fp32). fp32: FMA on CUDA cores (never
+//                      TF32: it would round the inputs to 10 bits).
+//   3. greedy_kernel   one CTA per row: the row's scores in shared memory, per step one
+//                      packed (score, index) max over the block and an update of every score
+//                      from the pick's row of W. One __syncthreads per step, no inter-SM
+//                      synchronisation.
+//
+// Every launch has a configuration fixed by (N, D, dtype), never by B, and no atomics, so a
+// row's result is independent of its batch and deterministic run to run. The argmax is exact
+// (a max is order-independent); the only rounding that differs from the reference is the
+// summation order of the dot products (docs/algorithm.md, "Tolerance per path").
+
+#include "select_cuda.h"
+
+#include <mma.h>
+
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "select_cuda_common.cuh"
+
+namespace idselect {
+namespace cuda {
+namespace {
+
+using detail::suppressed;
+using detail::warp_norm;
+using detail::weight_from_dot;
+
+// ---------------------------------------------------------------------------------------
+// 1. Norms: one warp per token, all tokens of all rows.
+
+constexpr int kNormThreads = 256;
+
+template <typename T, bool kVector>
+__global__ void __launch_bounds__(kNormThreads) norm_kernel(SelectParams p, float* norms) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps_in_grid = static_cast<int64_t>(gridDim.x) * (kNormThreads / 32);
+  const int64_t tokens = p.B * p.N;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * (kNormThreads / 32) + threadIdx.x / 32;
+       t < tokens; t += warps_in_grid) {
+    const int64_t b = t / p.N, j = t % p.N;
+    const T* x = static_cast<const T*>(p.features) + b * p.batch_stride + j * p.token_stride;
+    const float norm = warp_norm<T, kVector>(x, p.D, lane);
+    if (lane == 0) norms[t] = norm;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Weights: 64 x 64 tiles of F_b F_b^T with the weight epilogue.
+
+constexpr int kTile = 64;          // tokens per tile side
+constexpr int kTileK = 32;         // feature elements per stage
+constexpr int kGramThreads = 128;  // 4 warps, each a 32 x 32 quarter of the tile
+constexpr int kStagePad = 8;       // keeps WMMA's 16-byte row alignment, spreads banks
+constexpr int kAccPad = 4;         // float accumulator rows: a multiple of 4 for WMMA
+
+// WMMA loads and stores need 256-bit aligned tile pointers: every tile row offset used is a
+// multiple of 32 bytes from this base.
+template <typename T>
+struct __align__(128) GramShared {
+  T a[kTile][kTileK + kStagePad];  // tokens of tile i, elements d0 .. d0 + kTileK
+  T b[kTile][kTileK + kStagePad];  // tokens of tile j
+  float acc[kTile][kTile + kAccPad];
+};
+
+// Upper-triangle tile pair number -> (tile_i, tile_j), tile_i <= tile_j; pairs are numbered
+// column by column: (0,0), (0,1), (1,1), (0,2), ...
+__device__ __forceinline__ void tile_pair(int64_t pair, int64_t* ti, int64_t* tj) {
+  int64_t j = static_cast<int64_t>((sqrt(8.0 * static_cast<double>(pair) + 1.0) - 1.0) / 2.0);
+  while (j * (j + 1) / 2 > pair) --j;
+  while ((j + 1) * (j + 2) / 2 <= pair) ++j;
+  *tj = j;
+  *ti = pair - j * (j + 1) / 2;
+}
+
+// Stage kTile tokens (from `first`) x kTileK elements (from d0) into smem; rows or elements
+// past the end are zero. The load width changes no value, only the speed.
+template <typename T, bool kVector>
+__device__ __forceinline__ void stage_tile(const T* row_base, int64_t token_stride, int64_t first,
+                                           int64_t N, int64_t d0, int64_t D,
+                                           T (*dst)[kTileK + kStagePad]) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int kChunksPerRow = kTileK / V;
+  for (int c = threadIdx.x; c < kTile * kChunksPerRow; c += kGramThreads) {
+    const int r = c / kChunksPerRow, e0 = (c % kChunksPerRow) * V;
+    const int64_t token = first + r, d = d0 + e0;
+    const T* src = row_base + token * token_stride + d;
+    if constexpr (kVector) {
+      uint4 raw = make_uint4(0, 0, 0, 0);
+      if (token < N && d < D) raw = *reinterpret_cast<const uint4*>(src);  // D % V == 0
+      *reinterpret_cast<uint4*>(&dst[r][e0]) = raw;
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        dst[r][e0 + e] = (token < N && d + e < D) ? src[e] : detail::zero_of<T>();
+    }
+  }
+}
+
+// Tile product on tensor cores (bf16/fp16) or on CUDA cores (fp32) into shared.acc.
+template <typename T>
+__device__ __forceinline__ void tile_product_stage(GramShared<T>& sh, float (&acc_simt)[4][8]) {
+  if constexpr (std::is_same_v<T, float>) {
+    (void)sh;
+    // Thread (ty, tx) owns rows 4 ty .. 4 ty + 3 and columns tx, tx + 8, ..., tx + 56 of
+    // the tile (strided columns avoid bank conflicts); fixed order over the stage's elements.
+    const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+#pragma unroll 4
+    for (int e = 0; e < kTileK; ++e) {
+      float a[4], b[8];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a[r] = sh.a[4 * ty + r][e];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) b[c] = sh.b[tx + 8 * c][e];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc_simt[r][c] = __fmaf_rn(a[r], b[c], acc_simt[r][c]);
+    }
+  } else {
+    (void)acc_simt;
+  }
+}
+
+template <typename T, bool kVector>
+__global__ void __launch_bounds__(kGramThreads) gram_kernel(SelectParams p, int64_t row_begin,
+                                                            int64_t rows, const float* norms,
+                                                            float* weights) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if constexpr (!std::is_same_v<T, float>) {
+    __trap();  // the plan never sends bf16/fp16 here below sm_80 (tensor_cores_ok)
+    return;
+  }
+#endif
+  __shared__ GramShared<T> sh;
+  const int64_t N = p.N, D = p.D;
+  const int64_t tiles = (N + kTile - 1) / kTile;
+  const int64_t pairs = tiles * (tiles + 1) / 2;
+  const int warp = threadIdx.x / 32;
+  const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+
+  for (int64_t work = blockIdx.x; work < rows * pairs; work += gridDim.x) {
+    const int64_t row = work / pairs;
+    int64_t ti, tj;
+    tile_pair(work % pairs, &ti, &tj);
+    const int64_t b = row_begin + row;
+    const T* row_base = static_cast<const T*>(p.features) + b * p.batch_stride;
+
+    float acc_simt[4][8] = {};
+    [[maybe_unused]] nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> frag_acc[2][2];
+    if constexpr (!std::is_same_v<T, float>) {
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int n = 0; n < 2; ++n) nvcuda::wmma::fill_fragment(frag_acc[m][n], 0.f);
+    }
+
+    for (int64_t d0 = 0; d0 < D; d0 += kTileK) {
+      stage_tile<T, kVector>(row_base, p.token_stride, ti * kTile, N, d0, D, sh.a);
+      stage_tile<T, kVector>(row_base, p.token_stride, tj * kTile, N, d0, D, sh.b);
+      __syncthreads();
+      if constexpr (std::is_same_v<T, float>) {
+        tile_product_stage<T>(sh, acc_simt);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kTileK; e += 16) {
+          nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> fa[2];
+          nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, T, nvcuda::wmma::col_major> fb[2];
+#pragma unroll
+          for (int m = 0; m < 2; ++m)
+            nvcuda::wmma::load_matrix_sync(fa[m], &sh.a[warp_row + 16 * m][e], kTileK + kStagePad);
+#pragma unroll
+          for (int n = 0; n < 2; ++n)  // column n of B^T is token n of tile j: col_major
+            nvcuda::wmma::load_matrix_sync(fb[n], &sh.b[warp_col + 16 * n][e], kTileK + kStagePad);
+#pragma unroll
+          for (int m = 0; m < 2; ++m)
+#pragma unroll
+            for (int n = 0; n < 2; ++n) nvcuda::wmma::mma_sync(frag_acc[m][n], fa[m], fb[n], frag_acc[m][n]);
+        }
+      }
+      __syncthreads();  // the stage buffers are refilled next
+    }
+
+    // Dots into shared, then the weight epilogue.
+    if constexpr (std::is_same_v<T, float>) {
+      const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) sh.acc[4 * ty + r][tx + 8 * c] = acc_simt[r][c];
+    } else {
+#pragma unroll
+      for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+          nvcuda::wmma::store_matrix_sync(&sh.acc[warp_row + 16 * m][warp_col + 16 * n], frag_acc[m][n],
+                                          kTile + kAccPad, nvcuda::wmma::mem_row_major);
+    }
+    __syncthreads();
+
+    const float* row_norms = norms + b * N;
+    float* W = weights + row * N * N;
+    // W[i, j] row-major (coalesced along j), then, off the diagonal, W[j, i] from the same
+    // dots: the weight is computed from identical operands, so W is exactly symmetric there.
+    for (int e = threadIdx.x; e < kTile * kTile; e += kGramThreads) {
+      const int r = e / kTile, c = e % kTile;
+      const int64_t i = ti * kTile + r, j = tj * kTile + c;
+      if (i < N && j < N) W[i * N + j] = weight_from_dot(sh.acc[r][c], row_norms[i], row_norms[j], p.gamma);
+    }
+    if (ti != tj) {
+      for (int e = threadIdx.x; e < kTile * kTile; e += kGramThreads) {
+        const int r = e / kTile, c = e % kTile;  // r: token of tile j, c: token of tile i
+        const int64_t j = tj * kTile + r, i = ti * kTile + c;
+        if (i < N && j < N) W[j * N + i] = weight_from_dot(sh.acc[c][r], row_norms[i], row_norms[j], p.gamma);
+      }
+    }
+    __syncthreads();  // sh.acc is rewritten by the next tile
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Greedy loop: one CTA per row, scores in shared memory.
+
+constexpr int kGreedyThreads = 512;
+constexpr int kGreedyWarps = kGreedyThreads / 32;
+
+// (score, index) as one integer whose maximum is the highest score, ties to the smallest
+// index: score bits are monotone for scores >= 0 (+inf included); 0 means "unavailable".
+__device__ __forceinline__ uint64_t pack(float score, int64_t j) {
+  return (static_cast<uint64_t>(__float_as_uint(score)) << 32) |
+         static_cast<uint64_t>(0xffffffffu - static_cast<uint32_t>(j));
+}
+
+__device__ __forceinline__ uint64_t warp_max(uint64_t key) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const uint64_t other = __shfl_xor_sync(0xffffffffu, key, offset);
+    key = other > key ? other : key;
+  }
+  return key;
+}
+
+// weights == nullptr: k == 1 (Path::kArgmaxOnly), no step reads a weight.
+__global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SelectParams p, int64_t row_begin,
+                                                                int64_t rows, const float* weights) {
+  extern __shared__ float S[];  // [N]: current score, -1 once picked or out of the row
+  __shared__ uint64_t partial[2][kGreedyWarps];  // per step parity: each warp's best key
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t N = p.N, k = p.k;
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t b = row_begin + row;
+    int64_t n = p.lengths ? p.lengths[b] : N;
+    n = n < k ? k : (n > N ? N : n);  // bad lengths cannot lead out of bounds
+    const float* scores = p.scores + b * N;
+    const float* W = weights ? weights + row * N * N : nullptr;
+
+    // Each thread owns tokens threadIdx.x + m * kGreedyThreads: only it reads or writes
+    // their scores, so S needs no barrier; only the reduction's partials are shared.
+    uint64_t best = 0;
+    for (int64_t j = threadIdx.x; j < N; j += kGreedyThreads) {
+      const float s = scores[j];
+      const float clamped = s > 0.f ? s : 0.f;  // NaN scores count as 0
+      S[j] = j < n ? clamped : -1.f;
+      if (j < n) {
+        const uint64_t key = pack(clamped, j);
+        best = key > best ? key : best;
+      }
+    }
+
+    for (int64_t step = 0;; ++step) {
+      const int parity = static_cast<int>(step & 1);
+      best = warp_max(best);
+      if (lane == 0) partial[parity][warp] = best;
+      __syncthreads();  // also orders this parity's reads two steps ago before these writes
+      uint64_t key = lane < kGreedyWarps ? partial[parity][lane] : 0;
+      key = warp_max(key);  // every warp derives the same pick
+      // k <= n guarantees an available token: key != 0.
+      const int64_t pick = static_cast<int64_t>(0xffffffffu - static_cast<uint32_t>(key));
+      const float s_pick = __uint_as_float(static_cast<uint32_t>(key >> 32));
+      if (threadIdx.x == 0) p.out[b * k + step] = pick;
+      if (step == k - 1) break;
+
+      const float* w_row = W + pick * N;
+      best = 0;
+      for (int64_t j = threadIdx.x; j < n; j += kGreedyThreads) {
+        const float s = S[j];
+        if (s < 0.f) continue;  // picked earlier
+        if (j == pick) {
+          S[j] = -1.f;
+          continue;
+        }
+        const float updated = suppressed(s, __ldg(w_row + j), s_pick);
+        S[j] = updated;
+        const uint64_t candidate = pack(updated, j);
+        best = candidate > best ? candidate : best;
+      }
+    }
+    __syncthreads();  // S and partial are reused by the block's next row
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+int grid_for(int64_t work, int64_t per_sm_cap, int num_sms) {
+  const int64_t cap = static_cast<int64_t>(num_sms) * per_sm_cap;
+  return static_cast<int>(work < cap ? (work > 0 ? work : 1) : cap);  // grid-stride beyond
+}
+
+template <typename T>
+bool vector_loads_ok(const SelectParams& p) {
+  constexpr int V = 16 / sizeof(T);
+  return reinterpret_cast<uintptr_t>(p.features) % 16 == 0 && p.D % V == 0 &&
+         (p.N <= 1 || p.token_stride % V == 0) && (p.B <= 1 || p.batch_stride % V == 0);
+}
+
+template <typename T, bool kVector>
+cudaError_t launch_gram_typed(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream) {
+  float* norms = p.workspace;                 // [B * N]
+  float* weights = p.workspace + 2 * p.B * p.N;  // [rows_per_group, N, N]
+  const int64_t tokens = p.B * p.N;
+  norm_kernel<T, kVector><<<grid_for((tokens + kNormThreads / 32 - 1) / (kNormThreads / 32), 16, num_sms),
+                            kNormThreads, 0, stream>>>(p, norms);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = (p.N + kTile - 1) / kTile;
+  const int64_t pairs = tiles * (tiles + 1) / 2;
+  const size_t scores_bytes = static_cast<size_t>(p.N) * sizeof(float);
+  for (int64_t row_begin = 0; row_begin < p.B; row_begin += plan.rows_per_group) {
+    const int64_t rows = p.B - row_begin < plan.rows_per_group ? p.B - row_begin : plan.rows_per_group;
+    gram_kernel<T, kVector><<<grid_for(rows * pairs, 8, num_sms), kGramThreads, 0, stream>>>(
+        p, row_begin, rows, norms, weights);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    greedy_kernel<<<grid_for(rows, 4, num_sms), kGreedyThreads, scores_bytes, stream>>>(p, row_begin, rows, weights);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t launch_gram_dtype(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream) {
+  return vector_loads_ok<T>(p) ? launch_gram_typed<T, true>(p, plan, num_sms, stream)
+                               : launch_gram_typed<T, false>(p, plan, num_sms, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_gram_path(const SelectParams& p, const Plan& plan, cudaStream_t stream) {
+  if (p.N > kGramMaxTokens) return cudaErrorInvalidValue;  // S must fit in shared memory
+  int device = 0, num_sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+  if (plan.path == Path::kArgmaxOnly) {
+    if (p.k != 1) return cudaErrorInvalidValue;
+    greedy_kernel<<<grid_for(p.B, 4, num_sms), kGreedyThreads, static_cast<size_t>(p.N) * sizeof(float),
+                    stream>>>(p, 0, p.B, nullptr);
+    return cudaGetLastError();
+  }
+  if (plan.path != Path::kGram || plan.rows_per_group < 1) return cudaErrorInvalidValue;
+  switch (p.feature_type) {
+    case FeatureType::kFloat32: return launch_gram_dtype<float>(p, plan, num_sms, stream);
+    case FeatureType::kFloat16: return launch_gram_dtype<__half>(p, plan, num_sms, stream);
+    case FeatureType::kBFloat16: return launch_gram_dtype<__nv_bfloat16>(p, plan, num_sms, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace cuda
+}  // namespace idselect

@@ -1,0 +1,95 @@
+"""The CUDA path choice (csrc/cuda/select_dispatch.h), a pure function, checked on the CPU
+against the rule as docs/algorithm.md states it ("CUDA paths")."""
+import itertools
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GiB = 1 << 30
+CAP = GiB  # kWorkspaceCapBytes
+H100_FREE = 78 * GiB
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    exe = tmp_path_factory.mktemp("plan") / "plan_driver"
+    build = subprocess.run(
+        ["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", os.path.join(ROOT, "tests", "cpp", "plan_driver.cpp"), "-o", str(exe)],
+        capture_output=True, text=True,
+    )
+    assert build.returncode == 0, build.stderr
+
+    def run(queries):
+        text = "".join(" ".join(str(x) for x in q) + "\n" for q in queries)
+        done = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True)
+        return [(p, int(r), int(w)) for p, r, w in (line.split() for line in done.stdout.splitlines())]
+
+    return run
+
+
+def one(plan, B, N, D, k, dtype="bf16", major=9, free=H100_FREE, request="auto"):
+    return plan([(B, N, D, k, dtype, major, free, request)])[0]
+
+
+def test_goal_shapes_take_the_gram_path_in_one_group(plan):
+    for B, N, D, k in [(1, 576, 4096, 64), (16, 576, 4096, 64), (1, 2880, 4096, 288), (1, 4608, 3584, 460)]:
+        assert one(plan, B, N, D, k) == ("gram", B, B * N * N * 4)
+
+
+def test_trivial_k(plan):
+    assert one(plan, 4, 100, 8, 0)[0] == "none"
+    assert one(plan, 0, 100, 8, 5)[0] == "none"
+    assert one(plan, 4, 100, 8, 1)[0] == "argmax"
+    assert one(plan, 4, 100, 8, 1, request="gram")[0] == "argmax"
+
+
+def test_gram_needs_few_tokens_per_pick_and_a_row_in_shared_memory(plan):
+    assert one(plan, 1, 3200, 64, 100)[0] == "gram"  # N = 32 k
+    assert one(plan, 1, 3201, 64, 100)[0] == "stream"
+    assert one(plan, 1, 8192, 64, 8192)[0] == "gram"
+    assert one(plan, 1, 8193, 64, 8193)[0] == "stream"
+    assert one(plan, 1, 60000, 8, 100, request="gram")[0] == "stream"  # not feasible: auto stands
+
+
+def test_requests(plan):
+    assert one(plan, 1, 5000, 64, 10, request="gram")[0] == "gram"  # feasible, though it does not pay
+    assert one(plan, 1, 576, 4096, 64, request="stream")[0] == "stream"
+
+
+def test_tensor_cores_only_from_sm80(plan):
+    assert one(plan, 1, 576, 64, 64, dtype="f16", major=7)[0] == "stream"
+    assert one(plan, 1, 576, 64, 64, dtype="bf16", major=7)[0] == "stream"
+    assert one(plan, 1, 576, 64, 64, dtype="f32", major=7)[0] == "gram"
+
+
+def test_workspace_cap_groups_rows_and_falls_back_when_one_row_does_not_fit(plan):
+    per_row = 4608 * 4608 * 4
+    path, rows, weight_bytes = one(plan, 300, 4608, 3584, 460)
+    assert path == "gram" and rows == CAP // per_row and weight_bytes == rows * per_row <= CAP
+    # A quarter of the free memory is the other bound.
+    path, rows, weight_bytes = one(plan, 300, 4608, 3584, 460, free=8 * per_row)
+    assert (path, rows) == ("gram", 2)
+    assert one(plan, 1, 4608, 3584, 460, free=4 * per_row - 4)[0] == "stream"
+
+
+def test_path_never_depends_on_the_batch(plan):
+    shapes = [(576, 4096, 64), (2880, 4096, 288), (4608, 3584, 460), (100, 8, 1), (5000, 64, 10), (8000, 16, 8000), (50, 24, 10)]
+    for (N, D, k), dtype, free in itertools.product(shapes, ["f32", "f16", "bf16"], [H100_FREE, 200 << 20]):
+        paths = {one(plan, B, N, D, k, dtype, 9, free)[0] for B in (1, 2, 16, 300, 100_000)}
+        assert len(paths) == 1, (N, D, k, dtype, free, paths)
+
+
+def test_groups_cover_the_batch_under_the_cap(plan):
+    queries = [(B, N, 64, max(2, N // 8), "bf16", 9, free, "auto")
+               for B in (1, 3, 77, 5000) for N in (2, 63, 64, 65, 576, 4096, 8192) for free in (H100_FREE, 64 << 20)]
+    for (B, N, _, _, _, _, free, _), (path, rows, weight_bytes) in zip(queries, plan(queries)):
+        if path != "gram":
+            assert N * N * 4 > min(CAP, free // 4), (B, N, free)
+            continue
+        assert 1 <= rows <= B and weight_bytes == rows * N * N * 4 <= min(CAP, free // 4)
+        assert rows == B or (rows + 1) * N * N * 4 > min(CAP, free // 4)  # groups as large as fit
