@@ -456,7 +456,8 @@ class PatchHandle:
                 gen.no_cache_keep = keep_cols
         new_kwargs, new_state = self._continue(kwargs, state, keep_cols, chunk_mask)
         if timing is not None:  # a step that reuses a selection leaves its statistics alone
-            removed = int((~keep_cols & chunk_mask.bool()).sum())
+            # From shapes known on the host (no synchronisation): budgets may exceed candidates.
+            removed = sum(m.num_tokens - kept.numel() for (m, *_), kept in zip(to_prune, stats["kept_indices"]))
             stats.update(visual_tokens_after=before - removed,
                          sequence_length_after=int(new_kwargs["inputs_embeds"].shape[1]))
             self._record(stats, timing, selections)
