@@ -138,3 +138,19 @@ def test_statistics_are_floats_and_ordered():
     stats = handle.last_stats
     assert isinstance(stats["importance_ms"], float) and stats["select_ms"] >= stats["importance_ms"] >= 0
     assert dict(stats) == stats  # a plain dict: copies and ** work
+
+
+def test_topk_selection_keeps_the_highest_importance_tokens():
+    """selection="topk" (the no-diversity baseline) keeps exactly the k best saliency scores."""
+    model, kwargs, counts = case("llava", [(2, 1, 3)])
+    with torch.no_grad(), idselect.patch(model, keep=5, importance="saliency", selection="topk") as handle:
+        model(**kwargs)
+        features = model.model.get_image_features(pixel_values=kwargs["pixel_values"], return_dict=True)
+    saliency = getattr(features, "idselect_media")[0].saliency
+    expected = saliency.sort(descending=True, stable=True).indices[:5].sort().values
+    assert torch.equal(handle.last_stats["kept_indices"][0], expected)
+    with torch.no_grad(), idselect.patch(model, keep=5, importance="saliency") as handle:
+        model(**kwargs)
+    assert not torch.equal(handle.last_stats["kept_indices"][0], expected)  # the diversity step matters here
+    with pytest.raises(ValueError, match=r"selection must be one of \('id', 'topk'\), got 'random'"):
+        idselect.patch(model, keep=5, selection="random")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, FamilyAdapter, Options, PatchHandle
+from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
@@ -33,6 +33,7 @@ def patch(
     alpha: float = 0.5,
     relevance_layer: int = 0,
     relevance_rope: bool = False,
+    selection: str = "id",
 ) -> PatchHandle:
     """Make ``model`` feed its LLM only the visual tokens chosen by ID-Selection.
 
@@ -56,6 +57,10 @@ def patch(
         must be below the LLM's layer count.
     relevance_rope : bool
         Apply the LLM's rotary embedding to q and k for relevance.
+    selection : {"id", "topk"}
+        "id": ID-Selection (importance with similarity suppression); "topk": the ``keep``
+        highest-importance tokens, no diversity step (the baseline of VisionZip / FasterVLM
+        style pruning, for comparisons).
 
     Returns
     -------
@@ -95,6 +100,7 @@ def patch(
         alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
         relevance_layer=_layer_option(relevance_layer, len(adapter.decoder_layers(adapter.language_model(model)))),
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
+        selection=_choice_option("selection", selection, SELECTION_CHOICES),
     )
     handle = PatchHandle(model, adapter, options)
     try:
@@ -144,9 +150,14 @@ def _layer_option(value, layers: int) -> int:
     return int(value)
 
 
+def _choice_option(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"idselect.patch: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def _importance_option(importance, adapter: FamilyAdapter, model: nn.Module) -> str:
-    if importance not in IMPORTANCE_CHOICES:
-        raise ValueError(f"idselect.patch: importance must be one of {IMPORTANCE_CHOICES}, got {importance!r}")
+    _choice_option("importance", importance, IMPORTANCE_CHOICES)
     saliency = adapter.has_saliency(model)
     if importance == "auto":
         return "unified" if saliency else "relevance"

@@ -42,6 +42,7 @@ from .. import importance as imp
 from ..api import select as id_select
 
 IMPORTANCE_CHOICES = ("auto", "unified", "saliency", "relevance")
+SELECTION_CHOICES = ("id", "topk")  # ID-Selection; plain top-k by importance (the baseline)
 STATE_ATTR = "_idselect_state"  # attribute of a cache object: its CacheState
 HANDLE_ATTR = "_idselect_handle"  # attribute of a patched base model: its PatchHandle
 MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
@@ -75,6 +76,7 @@ class Options:
     alpha: float
     relevance_layer: int
     relevance_rope: bool
+    selection: str = "id"
 
     def budget(self, num_tokens: int) -> int:
         """Tokens the LLM receives for a medium of num_tokens tokens."""
@@ -574,7 +576,12 @@ class PatchHandle:
                 feats[j, : sizes[j]] = embeds[plan[i][1], cand_cols[j]]
                 s[j, : sizes[j]] = scores[i]
             lengths = torch.tensor(sizes, device=embeds.device)
-            picked = id_select(feats.detach(), s, k_eff, opts.gamma, lengths, validate=False)
+            if opts.selection == "topk":  # no diversity step: the k best scores, ties to the smaller index
+                valid = torch.arange(width, device=s.device)[None] < lengths[:, None]
+                order = torch.where(valid, s, s.new_full((), -1.0)).sort(dim=1, descending=True, stable=True).indices
+                picked = order[:, :k_eff]
+            else:
+                picked = id_select(feats.detach(), s, k_eff, opts.gamma, lengths, validate=False)
             for j, i in enumerate(members):
                 chosen = cand_cols[j][picked[j]]
                 keep_cols[plan[i][1], chosen] = True
