@@ -156,7 +156,7 @@ class IdSelectHuggingface(IdSelectMixin, Huggingface):
         if self.accelerator.num_processes > 1:
             # Data parallel: one replica per process, on the device accelerate gives it.
             self._device = self.accelerator.device
-            self.device_map = str(self._device)
+            self.device_map = "cpu" if self._device.type == "cpu" else str(self._device)
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         else:
             self._device = torch.device(device or "cpu")
