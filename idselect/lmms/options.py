@@ -41,25 +41,24 @@ def parse_keep(value: Any) -> Optional[Union[int, float]]:
     if value is None:
         raise ValueError(f"{_PREFIX}: keep is required (tokens per image such as keep=64, a fraction "
                          f"such as keep=0.25, or keep=all for no pruning)")
-    need = "a whole number of tokens >= 1 (keep=64), a fraction in (0, 1] (keep=0.25) or 'all'"
+    error = _fail("keep", value, "a whole number of tokens >= 1 (keep=64), a fraction in (0, 1] (keep=0.25) or 'all'")
     if isinstance(value, bool):
-        raise _fail("keep", value, need)
+        raise error
+    number = value
     if isinstance(value, str):
         text = value.strip()
         if text.lower() == "all":
             return None
         try:
-            value = int(text) if text.lstrip("+").isdigit() else float(text)
+            number = int(text) if text.lstrip("+").isdigit() else float(text)
         except ValueError:
-            raise _fail("keep", value, need) from None
-    if isinstance(value, int):
-        if value < 1:
-            raise _fail("keep", value, need)
-        return value
-    if isinstance(value, float) and 0.0 < value <= 1.0:
-        return value
+            raise error from None
+    if isinstance(number, int) and number >= 1:
+        return number
+    if isinstance(number, float) and 0.0 < number <= 1.0:
+        return number
     # A float above 1 ("64.0") is neither a fraction nor, for idselect.patch, a token count.
-    raise _fail("keep", value, need)
+    raise error
 
 
 def _parse_float(name: str, value: Any, low: float, high: float) -> float:
