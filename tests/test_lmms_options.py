@@ -101,3 +101,20 @@ def test_patched_model_keeps_generate_errors():
         patched.raise_if_failed()
     patched.raise_if_failed()  # reported once
     patched.remove()
+
+
+def test_task_images_are_the_drawn_ones(tmp_path):
+    """tests/lmms_task's PNGs are what its utils.draw_images makes (the recipe of the data)."""
+    import importlib.util
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lmms_task")
+    spec = importlib.util.spec_from_file_location("lmms_task_utils", os.path.join(folder, "utils.py"))
+    task_utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task_utils)
+    task_utils.draw_images(str(tmp_path))
+    for name in task_utils.IMAGES:
+        assert np.array_equal(np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(os.path.join(folder, name))))

@@ -1,7 +1,7 @@
 """Functions of the offline lmms-eval task ``idselect_tiny_vqa`` (tests/test_lmms_plugin.py).
 
-Each row of questions.jsonl names a PNG next to this file; the images are drawn by
-``draw_images`` (run by the test before the evaluation), so the task needs no download.
+Each row of questions.jsonl names a PNG next to this file; ``draw_images`` made them (a test
+checks that it still does), so the task needs no download.
 """
 import os
 
