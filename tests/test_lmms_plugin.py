@@ -151,3 +151,15 @@ def test_errors_at_load(checkpoint, tmp_path):
     LlamaForCausalLM(tiny._text()).save_pretrained(tmp_path / "llama")
     with pytest.raises(TypeError, match="model_type 'llama' .* is not supported; supported: .*llava"):
         model_class(pretrained=str(tmp_path / "llama"), keep=4, device="cpu")
+
+
+def test_clean_unpatches_and_frees_the_model(checkpoint):
+    from lmms_eval.models import get_model
+
+    lm = get_model("idselect")(pretrained=checkpoint, keep=4, device="cpu", batch_size=2)
+    model = lm.model
+    assert getattr(model, "_idselect_handle", None) is not None and "generate" in model.__dict__
+    assert lm.processor.tokenizer.padding_side == "left"
+    lm.clean()  # what lmms-eval does after generating
+    assert getattr(model, "_idselect_handle", None) is None and "generate" not in model.__dict__
+    assert "_model" not in vars(lm) and lm._idselect.model is None

@@ -36,6 +36,13 @@ class IdSelectMixin:
         """This process's statistics so far (every ``generate()`` since loading)."""
         return self._idselect.stats
 
+    def clean(self) -> None:
+        # lmms-eval frees the model after generating (e.g. for a local judge model); the patch
+        # holds a reference to it, so it goes first.
+        if getattr(self, "_idselect", None) is not None:
+            self._idselect.remove()
+        super().clean()
+
     def _all_reduce_sum(self, values: List[float]) -> List[float]:
         accelerator = self.accelerator
         # On the process's own device: NCCL reduces only CUDA tensors, gloo CPU ones.
@@ -93,6 +100,8 @@ class _ProcessorCall:
         return self.processor(*args, **kwargs)
 
     def __getattr__(self, name):
+        if name == "processor":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.processor, name)
 
 

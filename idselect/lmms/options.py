@@ -223,9 +223,13 @@ class PatchedModel:
             raise RuntimeError(f"idselect: generate() failed during the evaluation: {error!r}") from error
 
     def remove(self) -> None:
-        """Restore ``generate`` and remove the patch: the model is as loaded."""
+        """Restore ``generate`` and remove the patch: the model is as loaded (and no longer
+        referenced from here). A second call does nothing."""
+        if self.model is None:
+            return
         if self._had_own_generate:
             object.__setattr__(self.model, "generate", self._own_generate)
         else:
             self.model.__dict__.pop("generate", None)
         self.handle.remove()
+        self.model = None
