@@ -45,6 +45,14 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_lmms_eval(out_dir, model, model_args, batch_size=1, processes=1):
     """One lmms-eval run from the command line; returns (results JSON, {doc_id: answer}, output)."""
     command = ["-m", "lmms_eval", "--model", model, "--model_args", model_args, "--tasks", "idselect_tiny_vqa",
@@ -56,7 +64,7 @@ def run_lmms_eval(out_dir, model, model_args, batch_size=1, processes=1):
         env["ACCELERATE_USE_CPU"] = "1"
         command = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", "29533"] + command
+                   "--main_process_port", str(_free_port())] + command
     else:
         command += ["--device", "cpu"]
     done = subprocess.run([sys.executable] + command, env=env, capture_output=True, text=True, timeout=600)
