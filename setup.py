@@ -75,5 +75,8 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "transformers>=5", "matplotlib", "tqdm"],
         "bench": ["matplotlib", "tqdm", "transformers>=5"],
+        # lmms-eval plugin (docs/evaluation.md); tested with lmms-eval 0.7.3.
+        "lmms": ["lmms-eval>=0.7.3,<0.8", "transformers>=5", "accelerate"],
     },
+    entry_points={"lmms_eval.models": ["idselect = idselect.lmms.manifests:MANIFESTS"]},
 )

@@ -154,3 +154,15 @@ def test_topk_selection_keeps_the_highest_importance_tokens():
     assert not torch.equal(handle.last_stats["kept_indices"][0], expected)  # the diversity step matters here
     with pytest.raises(ValueError, match=r"selection must be one of \('id', 'topk'\), got 'random'"):
         idselect.patch(model, keep=5, selection="random")
+
+
+def test_media_prefills_counts_the_prefills_that_set_last_stats():
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    text_only = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+        model.generate(**kwargs, max_new_tokens=2)
+        assert handle.media_prefills == 1
+        model.generate(**text_only, max_new_tokens=2)
+        assert handle.media_prefills == 1
+        model(**kwargs)
+        assert handle.media_prefills == 2

@@ -168,6 +168,7 @@ class PatchHandle:
         self._saved: List[tuple] = []
         self._stats_lock = threading.Lock()
         self._last: Optional[Dict[str, Any]] = None  # raw statistics of the last pruning
+        self._media_prefills = 0
 
     # -- statistics ---------------------------------------------------------------------
     @property
@@ -192,9 +193,16 @@ class PatchHandle:
             stats["zero_score_picks"] = _zero_score_picks(last["selections"], self.options.gamma)
         return stats
 
+    @property
+    def media_prefills(self) -> int:
+        """How many prefills with images or videos (each one sets ``last_stats``) this handle
+        has seen: compare before and after a call to know whether it made one."""
+        return self._media_prefills
+
     def _record(self, stats: Dict[str, Any], timing: Optional[_Timing] = None, selections=None) -> None:
         with self._stats_lock:
             self._last = {"stats": stats, "timing": timing, "selections": selections}
+            self._media_prefills += 1
 
     # -- patching -----------------------------------------------------------------------
     def replace(self, obj: Any, name: str, make: Callable[[Callable], Callable]) -> None:
