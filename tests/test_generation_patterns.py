@@ -248,3 +248,61 @@ def test_mixed_batch_is_compacted(family):
     embeds, mask = hand_pruned(model, kwargs, handle.last_stats["kept_indices"])
     assert embeds.shape[1] == handle.last_stats["sequence_length_after"]
     assert torch.equal(out[:, -NEW:], generate_on_embeds(model, embeds, mask, max_new_tokens=NEW))
+
+
+def test_generate_with_inputs_keyword_and_use_cache_from_generation_config():
+    """generate(inputs=...) (its first parameter's name) and use_cache=False set on the
+    model's generation_config are read as generate() reads them."""
+    model, kwargs, _ = case("llava", [(3, 1, 4)])
+    message = torch.tensor([[7, 8, 9, 10, 11, 12, 13]])
+    with torch.no_grad(), idselect.patch(model, keep=5):
+        first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        conversation = torch.cat([first.sequences, message], dim=1)
+        by_name = model.generate(inputs=conversation, attention_mask=torch.ones_like(conversation),
+                                 past_key_values=first.past_key_values, max_new_tokens=NEW)
+    with torch.no_grad(), idselect.patch(model, keep=5):
+        again = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        positional = model.generate(torch.cat([again.sequences, message], dim=1), attention_mask=torch.ones_like(conversation),
+                                    past_key_values=again.past_key_values, max_new_tokens=NEW)
+    assert torch.equal(by_name, positional)
+    with torch.no_grad(), idselect.patch(model, keep=5):
+        cached = model.generate(**kwargs, max_new_tokens=NEW)
+        model.generation_config.use_cache = False
+        try:
+            uncached = model.generate(**kwargs, max_new_tokens=NEW)
+        finally:
+            model.generation_config.use_cache = True
+    assert torch.equal(cached, uncached)
+
+
+def test_continuing_with_only_the_new_message_is_refused_clearly():
+    model, kwargs, _ = case("llava", [(3, 1, 4)])
+    with torch.no_grad(), idselect.patch(model, keep=5):
+        first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+        message = torch.tensor([[7, 8, 9]])
+        with pytest.raises(ValueError, match="pass the whole conversation"):
+            model.generate(input_ids=message, past_key_values=first.past_key_values, max_new_tokens=2)
+
+
+def test_a_cache_changed_outside_the_patched_model_is_refused():
+    model, kwargs, _ = case("llava", [(3, 1, 4)])
+    handle = idselect.patch(model, keep=5)
+    with torch.no_grad():
+        out = model(**kwargs, use_cache=True)
+    handle.remove()
+    token = out.logits[:, -1:].argmax(-1)
+    with torch.no_grad():  # an unpatched step grows the cache behind the state's back
+        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+    with torch.no_grad(), idselect.patch(model, keep=5), pytest.raises(RuntimeError, match="changed outside the patched model"):
+        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+
+
+def test_a_medium_with_few_candidates_does_not_lower_the_others_budget():
+    """LLaVA-NeXT: newline tokens are never candidates; an image with fewer candidates than
+    the budget keeps them all, and an image beside it still gets its whole budget."""
+    model, kwargs, counts = case("llava_next", [(3, 2, 4)])  # 52 and 88 tokens (4 and 8 newlines)
+    assert counts == [52, 88]
+    with torch.no_grad(), idselect.patch(model, keep=50) as handle:
+        model(**kwargs)
+    assert [k.numel() for k in handle.last_stats["kept_indices"]] == [48, 50]
+    assert handle.last_stats["visual_tokens_after"] == 98

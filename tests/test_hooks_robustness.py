@@ -45,25 +45,19 @@ def test_numpy_and_tensor_keeps_mean_what_python_numbers_mean(keep, expected):
     assert handle.last_stats["visual_tokens_after"] == expected == min(counts[0], expected)
 
 
-def test_patching_the_base_model_of_a_patched_model_is_refused():
+def test_patching_the_base_model_is_refused_and_double_patching_too():
     model, kwargs, _ = case("llava", [(2, 1, 3)])
     pristine = copy.deepcopy(model)
-    for first, second in ((model, model.model), (model.model, model)):
-        handle = idselect.patch(first, keep=4)
-        with pytest.raises(RuntimeError, match="already patched"):
-            idselect.patch(second, keep=4)
-        handle.remove()
+    with pytest.raises(TypeError, match=r"LlavaModel is the base model; patch the \.\.\.ForConditionalGeneration"):
+        idselect.patch(model.model, keep=4)
+    handle = idselect.patch(model, keep=4)
+    with pytest.raises(RuntimeError, match="already patched"):
+        idselect.patch(model, keep=4)
+    handle.remove()
     for module in (model, model.model, model.model.language_model):
         assert not any(k in module.__dict__ for k in ("forward", "generate", "get_image_features", "_idselect_handle"))
     with torch.no_grad():
         assert torch.equal(model(**kwargs).logits, pristine(**kwargs).logits)
-
-
-def test_patched_base_model_prunes():
-    model, kwargs, _ = case("llava", [(2, 1, 3)])
-    with torch.no_grad(), idselect.patch(model.model, keep=4) as handle:
-        hidden = model.model(**kwargs).last_hidden_state
-    assert hidden.shape[1] == kwargs["input_ids"].shape[1] - 12 and handle.last_stats["visual_tokens_after"] == 4
 
 
 def test_labels_are_refused_with_a_clear_message():

@@ -40,7 +40,8 @@ def patch(
     Parameters
     ----------
     model : transformers model
-        A ``...ForConditionalGeneration`` (or its base model) of a supported ``model_type``.
+        A ``...ForConditionalGeneration`` of a supported ``model_type`` (not its base model:
+        its ``generate()`` is patched too).
     keep : int or float
         int (also a numpy integer or a 0-d integer tensor): tokens the LLM receives per image
         (per video for videos); float in (0, 1]: that fraction of each image's tokens (rounded,
@@ -88,6 +89,12 @@ def patch(
     adapter = REGISTRY[model_type]
     adapter.check(model)
     base = adapter.base(model)
+    if base is model:
+        raise TypeError(
+            f"idselect.patch: {type(model).__name__} is the base model; patch the "
+            "...ForConditionalGeneration model that owns it (its generate() is patched too, "
+            "which beams, multi-turn continuation, static caches and use_cache=False need)"
+        )
     if isinstance(base.__dict__.get(HANDLE_ATTR), PatchHandle):
         raise RuntimeError(
             "idselect.patch: this model (or the model it belongs to / contains) is already patched; "

@@ -51,6 +51,8 @@ COMPILE_REASON = (
     "cannot hold; use torch.compile(model) without fullgraph=True (the model's parts still compile), "
     "or compile the language model alone"
 )
+#: Model inputs that carry images or videos (a call without any of them has no media to prune).
+MEDIA_INPUTS = ("pixel_values", "pixel_values_images", "pixel_values_videos", "mm_encoder_outputs")
 SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] saliency"
 
 
@@ -182,16 +184,15 @@ class PatchHandle:
         been suppressed to 0, i.e. by index; computed when read)."""
         with self._stats_lock:
             last = self._last
-        if last is None:
-            return {}
-        stats = dict(last["stats"])
-        timing = last.get("timing")
-        if timing is not None:
-            stats["importance_ms"] = timing.elapsed_ms(0, 1)
-            stats["select_ms"] = timing.elapsed_ms(0, 2)
-        if last.get("selections") is not None:
-            stats["zero_score_picks"] = _zero_score_picks(last["selections"], self.options.gamma)
-        return stats
+            if last is None:
+                return {}
+            # Resolved once, on the first read: the timing events and the zero-score replay.
+            if last.get("timing") is not None:
+                timing = last.pop("timing")
+                last["stats"].update(importance_ms=timing.elapsed_ms(0, 1), select_ms=timing.elapsed_ms(0, 2))
+            if last.get("selections") is not None:
+                last["stats"]["zero_score_picks"] = _zero_score_picks(last.pop("selections"), self.options.gamma)
+            return dict(last["stats"])
 
     @property
     def media_prefills(self) -> int:
@@ -254,17 +255,28 @@ class PatchHandle:
     def wrap_generate(self, original: Callable) -> Callable:
         """Give one ``generate()`` call a context of its own (see ``_Generation``)."""
         def generate(*args, **kwargs):
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            embeds = kwargs.get("inputs_embeds")
-            sequence = ids if ids is not None else embeds
-            mask = kwargs.get("attention_mask")
-            config = kwargs.get("generation_config")
-            use_cache = kwargs.get("use_cache", getattr(config, "use_cache", True))
+            from .llava import bound_arguments
+
+            named = bound_arguments(original, args, kwargs)
+            sequence = next((named[k] for k in ("inputs", "input_ids", "inputs_embeds") if named.get(k) is not None), None)
+            mask = named.get("attention_mask")
+            use_cache = named.get("use_cache")
+            if use_cache is None:  # as generate() resolves it: its config argument, else the model's
+                config = named.get("generation_config") or self.model.generation_config
+                use_cache = getattr(config, "use_cache", True)
+            continues = cache_state(named.get("past_key_values"))
+            input_length = int(sequence.shape[1]) if sequence is not None else 0
+            if continues is not None and input_length <= continues.original_length:
+                raise ValueError(
+                    f"idselect: generate() continues a pruned cache that already holds the first "
+                    f"{continues.original_length} tokens of the conversation, but was given {input_length}: "
+                    "pass the whole conversation (the previous sequences plus the new tokens), as for the unpatched model"
+                )
             gen = _Generation(
                 self,
-                input_length=int(sequence.shape[1]) if sequence is not None else 0,
+                input_length=input_length,
                 attention_mask=mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None,
-                continues=cache_state(kwargs.get("past_key_values")),
+                continues=continues,
                 use_cache=use_cache is not False,
             )
             token = _GENERATION.set(gen)
@@ -333,7 +345,8 @@ class PatchHandle:
             if gen is not None and gen.first_forward:
                 gen.first_forward = False
                 named = self._drop_cached_overlap(gen, named)
-            masks = token_masks(**named)
+            carries_media = any(named.get(k) is not None for k in MEDIA_INPUTS)
+            masks = token_masks(**named) if carries_media else None  # (decode steps: no synchronisation)
             if not masks or not any(bool(m.any()) for m in masks.values()):
                 return original(**named)
             call = _Call(self, modality_masks=masks)
@@ -361,12 +374,6 @@ class PatchHandle:
         sequence = named.get("input_ids") if named.get("input_ids") is not None else named.get("inputs_embeds")
         if overlap <= 0 or sequence is None or gen.input_length - sequence.shape[1] != state.length:
             return named
-        if sequence.shape[1] <= overlap:
-            raise ValueError(
-                f"idselect: generate() continues a pruned cache that already holds the first "
-                f"{state.original_length} tokens, but input_ids has only {gen.input_length}: "
-                "pass the whole conversation (the previous sequences plus the new tokens)"
-            )
         named = dict(named)
         for key in ("input_ids", "inputs_embeds", "mm_token_type_ids", "token_type_ids"):
             if isinstance(named.get(key), torch.Tensor):
@@ -383,20 +390,35 @@ class PatchHandle:
 
             kwargs = bound_arguments(original, args, kwargs)
             call = self._current_call()
-            if call is not None:
-                _CALL.set(None)  # consumed: a nested LLM call (relevance layers) sees none
-            cache = kwargs.get("past_key_values")
-            state = cache_state(cache)
-            if cache is not None and state is not None and cache.get_seq_length() == 0:
-                cache.__dict__.pop(STATE_ATTR, None)
-                state = None  # the cache was reset: a new sequence
-            if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
-                return self._prefill(original, call, kwargs, state)
-            if state is not None:
-                return self._run(original, *self._continue(kwargs, state, keep_cols=None))
-            return original(**kwargs)
+            token = _CALL.set(None)  # consumed: a nested LLM call (relevance layers) sees none
+            try:
+                return self._language_model_call(original, call, kwargs)
+            finally:
+                _CALL.reset(token)
 
         return forward
+
+    def _language_model_call(self, original, call: Optional[_Call], kwargs):
+        """One call into the language model: a prefill with media, or a call that continues a
+        cache with a pruning state, or (neither) the model untouched."""
+        cache = kwargs.get("past_key_values")
+        state = cache_state(cache)
+        if state is not None:
+            held = int(cache.get_seq_length())
+            if held == 0:
+                cache.__dict__.pop(STATE_ATTR, None)
+                state = None  # the cache was reset: a new sequence
+            elif held != state.length:
+                raise RuntimeError(
+                    f"idselect: this cache holds {held} columns but its pruning state describes "
+                    f"{state.length}: it was changed outside the patched model (a call after "
+                    "handle.remove(), cache.crop(), assisted decoding); start a new cache"
+                )
+        if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
+            return self._prefill(original, call, kwargs, state)
+        if state is not None:
+            return self._run(original, *self._continue(kwargs, state, keep_cols=None))
+        return original(**kwargs)
 
     # -- prefill: score, select, prune ----------------------------------------------------
     def _media_positions(self, call: _Call) -> List[tuple]:
@@ -409,7 +431,10 @@ class PatchHandle:
             for m in media:
                 r, c = rows[start : start + m.num_tokens], cols[start : start + m.num_tokens]
                 if m.num_tokens and not bool((r == r[0]).all()):
-                    raise RuntimeError(f"idselect: a {modality}'s tokens span two batch rows")
+                    raise RuntimeError(
+                        f"idselect: {modality} features of {m.num_tokens} tokens fall on batch rows "
+                        f"{sorted(set(r.tolist()))}: the placeholders of one {modality} must lie in one row"
+                    )
                 placed.append((m, int(r[0]) if m.num_tokens else 0, c))
                 start += m.num_tokens
             if modality in self.adapter.merge_adjacent:
@@ -472,6 +497,12 @@ class PatchHandle:
                          sequence_length_after=int(new_kwargs["inputs_embeds"].shape[1]))
             self._record(stats, timing, selections)
         return self._run(original, new_kwargs, new_state)
+
+    def _mask_known(self, kwargs) -> bool:
+        """Whether the caller said anything about padding (a mask to this call or to generate())."""
+        mask = kwargs.get("attention_mask")
+        gen = self._current_generation()
+        return (isinstance(mask, torch.Tensor) and mask.dim() == 2) or (gen is not None and gen.attention_mask is not None)
 
     def _chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
         """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
@@ -568,15 +599,18 @@ class PatchHandle:
         opts = self.options
         kept: List[Optional[torch.Tensor]] = [None] * len(plan)
         selections: List[Optional[tuple]] = [None] * len(plan)
+        candidate_cols = []
         for m, row, cols, _ in plan:
             keep_cols[row, cols] = False
+            candidate_cols.append(m.candidate_part(cols))
+        # One call per effective budget: a medium with fewer candidates than its budget keeps
+        # them all without lowering the budget of the others.
         groups: Dict[int, List[int]] = {}
         for i, (_, _, _, k) in enumerate(plan):
-            groups.setdefault(k, []).append(i)
-        for k, members in groups.items():
-            cand_cols = [plan[i][0].candidate_part(plan[i][2]) for i in members]
+            groups.setdefault(min(k, candidate_cols[i].numel()), []).append(i)
+        for k_eff, members in groups.items():
+            cand_cols = [candidate_cols[i] for i in members]
             sizes = [c.numel() for c in cand_cols]
-            k_eff = min([k] + sizes)
             width = max(sizes)
             feats = embeds.new_zeros(len(members), width, embeds.shape[-1])
             s = torch.zeros(len(members), width, device=embeds.device)
@@ -617,41 +651,46 @@ class PatchHandle:
         sequence = embeds if embeds is not None else ids
         B, q = sequence.shape[:2]
         device = sequence.device
+        mask_known = chunk_mask is not None or self._mask_known(kwargs)
         if chunk_mask is None:
             chunk_mask = self._chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
         real = chunk_mask.bool()
-        keep = real if keep_cols is None else (keep_cols & real)
-        # With a state the kept tokens simply continue the cache's positions.
-        positions = self._chunk_positions(kwargs, state, keep.long())
-        rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, q]
-        if state is None:
-            renumber = [0] if positions.dim() == 2 or rows_of.shape[0] == 4 else []
-            removed_before = torch.cumsum((real & ~keep).long(), dim=1)
-        else:
-            renumber, removed_before = [], None
-
-        lengths = keep.sum(dim=1)
-        width = int(lengths.max())
-        pad = width - lengths  # left padding per row
-        dest = pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1  # column of each kept token
-        batch_rows = torch.arange(B, device=device)[:, None].expand(B, q)
-        src_r, dst_c = batch_rows[keep], dest[keep]
-
         new_kwargs = dict(kwargs)
-        if embeds is not None:
-            new_embeds = embeds.new_zeros(B, width, embeds.shape[-1])
-            new_embeds[src_r, dst_c] = embeds[keep]
-            new_kwargs["inputs_embeds"] = new_embeds
+        if keep_cols is None:
+            # Nothing pruned in this call (decode steps): every column stays, so the width is
+            # known without a synchronisation; padding advances no position.
+            keep, width = None, q
+            positions = self._chunk_positions(kwargs, state, real)
+            rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, q]
+            new_rows, new_chunk_mask = rows_of, chunk_mask.long()
         else:
-            new_ids = ids.new_zeros(B, width)
-            new_ids[src_r, dst_c] = ids[keep]
-            new_kwargs["input_ids"] = new_ids
-        new_rows = rows_of.new_zeros(rows_of.shape[0], B, width)
-        for r in range(rows_of.shape[0]):
-            values = rows_of[r] - removed_before if r in renumber else rows_of[r]
-            new_rows[r, src_r, dst_c] = values[keep]
-        new_chunk_mask = torch.zeros(B, width, dtype=torch.long, device=device)
-        new_chunk_mask[src_r, dst_c] = 1
+            keep = keep_cols & real  # padding columns go too: no column is padding in every row
+            # With a state the kept tokens simply continue the cache's positions.
+            positions = self._chunk_positions(kwargs, state, keep)
+            rows_of = positions[None] if positions.dim() == 2 else positions  # [R, B, q]
+            renumber = [0] if state is None and (positions.dim() == 2 or rows_of.shape[0] == 4) else []
+            removed_before = torch.cumsum((real & ~keep).long(), dim=1)
+            lengths = keep.sum(dim=1)
+            width = int(lengths.max())
+            pad = width - lengths  # left padding per row
+            dest = pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1  # column of each kept token
+            batch_rows = torch.arange(B, device=device)[:, None].expand(B, q)
+            src_r, dst_c = batch_rows[keep], dest[keep]
+            if embeds is not None:
+                new_embeds = embeds.new_zeros(B, width, embeds.shape[-1])
+                new_embeds[src_r, dst_c] = embeds[keep]
+                new_kwargs["inputs_embeds"] = new_embeds
+            else:
+                new_ids = ids.new_zeros(B, width)
+                new_ids[src_r, dst_c] = ids[keep]
+                new_kwargs["input_ids"] = new_ids
+            new_rows = rows_of.new_zeros(rows_of.shape[0], B, width)
+            for r in range(rows_of.shape[0]):
+                values = rows_of[r] - removed_before if r in renumber else rows_of[r]
+                new_rows[r, src_r, dst_c] = values[keep]
+            new_chunk_mask = torch.zeros(B, width, dtype=torch.long, device=device)
+            new_chunk_mask[src_r, dst_c] = 1
+            mask_known = mask_known or not bool(new_chunk_mask.bool().all())
         new_real = new_chunk_mask.bool()
 
         past = state.length if state is not None else _past_length(kwargs)
@@ -661,13 +700,11 @@ class PatchHandle:
             head = state.mask
         elif past > 0 and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
             head = caller_mask[:, :past].long()
-        if head is None and bool(new_real.all()):
-            full_mask = None
+        if head is None and not mask_known:
+            full_mask = None  # no padding anywhere, and the caller gave no mask: none needed
         else:
             head = head if head is not None else torch.ones(B, past, dtype=torch.long, device=device)
             full_mask = torch.cat([head.to(device), new_chunk_mask], dim=1)
-        if full_mask is None and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
-            full_mask = torch.ones(B, past + width, dtype=caller_mask.dtype, device=device)
         new_kwargs["attention_mask"] = full_mask
         new_kwargs["position_ids"] = new_rows[0] if positions.dim() == 2 else new_rows
         if kwargs.get("cache_position") is not None:
@@ -752,13 +789,13 @@ def _zero_score_picks(selections, gamma: float) -> List[Optional[int]]:
         cos = (f[picks] @ f.T).clamp(-1.0, 1.0)  # [k, n]
         weight = torch.exp(-gamma * (1.0 - cos) ** 2)
         s = torch.where(scores.float() > 0, scores.float(), torch.zeros_like(scores, dtype=torch.float32))
-        zero = 0
+        zero = torch.zeros((), dtype=torch.long, device=s.device)
         for t in range(picks.numel()):
             at = s[picks[t]]
-            zero += int(at <= 0)
+            zero += (at <= 0).long()
             updated = s - weight[t] * at
             s = torch.where(updated > 0, updated, torch.zeros_like(updated))
-        out.append(zero)
+        out.append(int(zero))  # one synchronisation per medium
     return out
 
 
