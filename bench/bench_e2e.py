@@ -214,12 +214,10 @@ def make_model(spec, device, dtype):
 
 
 def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens, new_tokens, repeats, progress):
-    """One row per (batch, keep, variant), plus the unpruned row per batch."""
-    rows, skipped = [], []
+    """Yields, batch by batch, one row per (keep, variant) plus the unpruned row."""
     usable = [k for k in keeps if k < spec.visual_tokens]
-    skipped += [f"{spec.name}: keep {k} >= its {spec.visual_tokens} visual tokens (nothing to prune)"
-                for k in keeps if k >= spec.visual_tokens]
     for batch in batches:
+        rows = []
         inputs = batched_inputs(spec, batch, text_tokens, device, dtype)
         llm_unpruned = inputs["input_ids"].shape[1]
         plan = [(None, "unpruned")] + [(k, v) for k in usable for v in variants]
@@ -250,8 +248,8 @@ def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens,
                 r = rows[-1]
                 print(f"  {spec.name} batch={batch} keep={r['keep']} {variant}: prefill {r['prefill_ms']:.1f} ms, "
                       f"generate {r['generate_ms']:.1f} ms, select {r['select_ms']:.2f} ms", file=sys.stderr, flush=True)
-    add_ratios(rows)
-    return rows, skipped
+        add_ratios(rows)
+        yield rows
 
 
 def add_ratios(rows):
@@ -281,6 +279,7 @@ ASSUMED_HBM_GBPS = 3000.0
 ASSUMED_DECODE_STEP_MS = 25.0
 ASSUMED_ATTENTION_CALL_US = 40.0
 ASSUMED_BUILD_S = 60.0  # import, random init of a 7B model on the GPU
+ASSUMED_REFERENCE_STEP_US = 150.0  # host cost of one step of one row in idselect.reference (a few launches)
 
 
 def vision_attention_calls(spec, batch):
@@ -323,8 +322,10 @@ def time_estimate_s(spec, params, batch, keeps, variants, text_tokens, new_token
     vision_host = vision_attention_calls(spec, batch) * ASSUMED_ATTENTION_CALL_US * 1e-6
     decode_step = max(ASSUMED_DECODE_STEP_MS * 1e-3, params * 2 / (ASSUMED_HBM_GBPS * 1e9))
     total = 0.0
-    for keep in [None] + [k for k in keeps if k < spec.visual_tokens] * len(variants):
+    for keep, variant in [(None, "unpruned")] + [(k, v) for k in keeps if k < spec.visual_tokens for v in variants]:
         prefill = batch * prefill_flops(spec.flops_shape, text_tokens, keep)["total"] / (ASSUMED_TFLOPS * 1e12) + vision_host
+        if variant == "reference":  # the reference loops over rows and steps on the host
+            prefill += batch * keep * ASSUMED_REFERENCE_STEP_US * 1e-6
         total += (repeats + 1) * prefill + gens * (prefill + new_tokens * decode_step)
     return total
 
@@ -355,16 +356,23 @@ def dry_run(args):
             peak, parts = memory_estimate_gib(spec, params, batch, None, args.text_tokens, args.new_tokens)
             rec[f"peak_estimate_gib_b{batch}"] = peak
             rec[f"peak_parts_gib_b{batch}"] = parts
-            rec[f"time_estimate_s_b{batch}"] = time_estimate_s(spec, params, batch, args.keeps, args.variants,
-                                                               args.text_tokens, args.new_tokens, args.repeats)
+            # Fewer repeats are the fallback for a case that would not fit one device call.
+            rec[f"time_estimate_s_b{batch}_by_repeats"] = {
+                repeats: time_estimate_s(spec, params, batch, args.keeps, args.variants, args.text_tokens,
+                                         args.new_tokens, repeats) for repeats in sorted({args.repeats, 3, 2})}
+            rec[f"time_estimate_s_b{batch}"] = rec[f"time_estimate_s_b{batch}_by_repeats"][args.repeats]
         rec["time_estimate_s_total"] = ASSUMED_BUILD_S + sum(rec[f"time_estimate_s_b{b}"] for b in args.batches)
         records.append(rec)
         print(f"  {name}: {params / 1e9:.3f}B parameters (released checkpoint {known / 1e9:.2f}B)", file=sys.stderr, flush=True)
     meta = {"device": device_name("cpu"), "torch": torch.__version__, "commit": git_commit(), "depth": args.depth,
             "batches": args.batches, "keeps": args.keeps, "variants": args.variants, "repeats": args.repeats,
             "assumptions": {"tflops": ASSUMED_TFLOPS, "hbm_gbps": ASSUMED_HBM_GBPS, "decode_step_ms": ASSUMED_DECODE_STEP_MS,
-                            "attention_call_us": ASSUMED_ATTENTION_CALL_US, "build_s": ASSUMED_BUILD_S}}
+                            "attention_call_us": ASSUMED_ATTENTION_CALL_US, "build_s": ASSUMED_BUILD_S,
+                            "reference_step_us": ASSUMED_REFERENCE_STEP_US}}
     print_dry_run(records, args.batches)
+    meta["device_calls"] = plan_device_calls(records, args.batches, args.repeats)
+    for call in meta["device_calls"]:
+        print(f"device call, about {call['estimate_s'] / 60:.1f} min: {call['command']}")
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, "e2e_real_dryrun.json")
     with open(path, "w") as f:
@@ -394,6 +402,28 @@ def reduced_depth_check(name, args):
         raise RuntimeError(f"{name}: the hooks saw {stats}, expected {spec.visual_tokens} visual tokens and "
                            f"{args.text_tokens + keep} LLM tokens after pruning")
     return out
+
+
+CALL_LIMIT_S = 540  # a device call may run 10 minutes; leave one for start-up and copying results
+
+
+def plan_device_calls(records, batches, repeats):
+    """One device call per model, or per model and batch where the whole model would not fit;
+    a call that still would not fit gets the most repeats (>= 2) that fit."""
+    calls = []
+    for r in records:
+        whole = r["time_estimate_s_total"]
+        for group in [batches] if whole <= CALL_LIMIT_S else [[b] for b in batches]:
+            options = sorted(r[f"time_estimate_s_b{group[0]}_by_repeats"], reverse=True)
+            chosen = next((n for n in options if n <= repeats and ASSUMED_BUILD_S + sum(
+                r[f"time_estimate_s_b{b}_by_repeats"][n] for b in group) <= CALL_LIMIT_S), min(options))
+            estimate = ASSUMED_BUILD_S + sum(r[f"time_estimate_s_b{b}_by_repeats"][chosen] for b in group)
+            command = (f"python3 bench/bench_e2e.py --size real --device cuda --models {r['model']} "
+                       f"--batches {' '.join(map(str, group))}" + (f" --repeats {chosen}" if chosen != repeats else "")
+                       + " --out-dir $OUT")
+            calls.append({"model": r["model"], "batches": group, "repeats": chosen, "estimate_s": estimate,
+                          "command": command, "fits": estimate <= CALL_LIMIT_S})
+    return calls
 
 
 def print_dry_run(records, batches):
@@ -438,13 +468,19 @@ def plot(rows, path, metric, ylabel, title_extra=""):
     plt.close(fig)
 
 
+def merge_rows(old_rows, new_rows):
+    """old_rows less the (model, batch) cases new_rows measured again, then new_rows."""
+    redone = {(r["model"], r["batch"]) for r in new_rows}
+    # Rows without "variant" come from the format before top-k and batches; they cannot be compared.
+    return [r for r in old_rows if "variant" in r and (r["model"], r.get("batch")) not in redone] + new_rows
+
+
 def write_results(rows, out_dir, stem):
-    """Merge with the rows of other models already in <stem>.json, then write JSON and plots."""
+    """Merge with the rows already in <stem>.json, then write the JSON and both plots."""
     path = os.path.join(out_dir, stem + ".json")
-    done = {r["model"] for r in rows}
     if os.path.exists(path):
         with open(path) as f:
-            rows = [r for r in json.load(f) if r.get("model") not in done and "variant" in r] + rows
+            rows = merge_rows(json.load(f), rows)
     os.makedirs(out_dir, exist_ok=True)
     with open(path, "w") as f:
         json.dump(rows, f, indent=1)
@@ -453,6 +489,20 @@ def write_results(rows, out_dir, stem):
     if pruned:
         plot(pruned, os.path.join(out_dir, stem + "_share.png"), "select_share_of_prefill",
              "importance + selection / pruned prefill")
+    return rows
+
+
+def merge_files(paths, out_dir):
+    """Combine the results of several runs (e.g. one per device call) into <out-dir>/<first name>."""
+    rows = []
+    for path in paths:
+        with open(path) as f:
+            rows = merge_rows(rows, json.load(f))
+    stem = os.path.splitext(os.path.basename(paths[0]))[0]
+    rows = write_results(rows, out_dir, stem)
+    print_table(rows)
+    print(f"wrote {stem}.json, {stem}.png and {stem}_share.png under {out_dir}")
+    return 0
 
 
 def print_table(rows):
@@ -484,8 +534,15 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true",
                    help="no timing: meta-device build of the real shapes, parameter counts, memory and time plan "
                         "(with --depth: token counts from a reduced-depth CPU run)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="run nothing: combine result files (later ones win per model and batch) into --out-dir")
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
+    if args.merge:
+        missing = [path for path in args.merge if not os.path.isfile(path)]
+        if missing:
+            p.error(f"--merge: no such file: {', '.join(missing)}")
+        return args
     for name in args.models:
         if name in PLANNED_MODELS:
             p.error(f"--models: {name} is planned, not available: {PLANNED_MODELS[name]}")
@@ -493,6 +550,9 @@ def parse_args(argv):
             p.error(f"--models: unknown model {name!r} (choose from {', '.join(MODELS)})")
     if args.depth is not None and args.size != "real" and not args.dry_run:
         p.error("--depth needs --size real (it shortens the real-shape models)")
+    if args.depth == 1:
+        p.error("--depth must be >= 2: LLaVA reads the second-to-last vision layer, and its [CLS] saliency "
+                "comes from the layer before it")
     if args.dry_run and args.device != "cpu":
         p.error("--dry-run runs on the CPU and the meta device; leave --device at cpu")
     try:
@@ -506,6 +566,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.merge:
+        return merge_files(args.merge, args.out_dir)
     if args.dry_run:
         return dry_run(args)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
@@ -519,20 +581,21 @@ def main(argv=None):
         model = make_model(spec, args.device, dtype)
         print(f"{name}: built in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         params = param_count(model)
-        model_rows, model_skipped = run_model(spec, model, args.device, dtype, args.batches, args.keeps, args.variants,
-                                              args.text_tokens, args.new_tokens, args.repeats, progress=True)
+        skipped += [f"{name}: keep {k} >= its {spec.visual_tokens} visual tokens (nothing to prune)"
+                    for k in args.keeps if k >= spec.visual_tokens]
+        for batch_rows in run_model(spec, model, args.device, dtype, args.batches, args.keeps, args.variants,
+                                    args.text_tokens, args.new_tokens, args.repeats, progress=True):
+            for r in batch_rows:
+                r.update(meta, params=params)
+                if args.size == "real" and args.depth is None:
+                    keep = None if r["variant"] == "unpruned" else r["keep"]
+                    r["peak_memory_estimate_gib"] = memory_estimate_gib(spec, params, r["batch"], keep,
+                                                                        args.text_tokens, args.new_tokens)[0]
+            rows += batch_rows
+            write_results(rows, args.out_dir, stem)  # after every batch: a time limit loses only the case in progress
         del model
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-        for r in model_rows:
-            r.update(meta, params=params)
-            if args.size == "real" and args.depth is None:
-                r["peak_memory_estimate_gib"] = memory_estimate_gib(spec, params, r["batch"],
-                                                                    None if r["variant"] == "unpruned" else r["keep"],
-                                                                    args.text_tokens, args.new_tokens)[0]
-        rows += model_rows
-        skipped += model_skipped
-        write_results(rows, args.out_dir, stem)  # after every model: a time limit loses only the model in progress
     print_table(rows)
     for line in skipped:
         print(f"skipped: {line}")
