@@ -418,7 +418,8 @@ def plan_device_calls(records, batches, repeats):
             chosen = next((n for n in options if n <= repeats and ASSUMED_BUILD_S + sum(
                 r[f"time_estimate_s_b{b}_by_repeats"][n] for b in group) <= CALL_LIMIT_S), min(options))
             estimate = ASSUMED_BUILD_S + sum(r[f"time_estimate_s_b{b}_by_repeats"][chosen] for b in group)
-            command = (f"python3 bench/bench_e2e.py --size real --device cuda --models {r['model']} "
+            # PYTHONPATH=.: the device machine runs a copy of the tree, idselect not installed there.
+            command = (f"PYTHONPATH=. PYTHONUNBUFFERED=1 python3 bench/bench_e2e.py --size real --device cuda --models {r['model']} "
                        f"--batches {' '.join(map(str, group))}" + (f" --repeats {chosen}" if chosen != repeats else "")
                        + " --out-dir $OUT")
             calls.append({"model": r["model"], "batches": group, "repeats": chosen, "estimate_s": estimate,
