@@ -20,14 +20,14 @@ H100_GIB = 78
 
 
 def test_e2e_smoke_two_models_merge_into_one_file(tmp_path):
-    common = ["--size", "small", "--keeps", "64", "--batches", "1", "2", "--new-tokens", "2", "--repeats", "1",
-              "--out-dir", str(tmp_path)]
-    assert bench_e2e.main(["--models", "llava-1.5-7b"] + common) == 0
-    assert bench_e2e.main(["--models", "qwen2.5-vl-7b"] + common) == 0  # a second call, as on separate device calls
+    common = ["--size", "small", "--keeps", "64", "--new-tokens", "2", "--repeats", "1", "--out-dir", str(tmp_path)]
+    assert bench_e2e.main(["--models", "llava-1.5-7b", "--batches", "1", "2"] + common) == 0
+    # A second call, as on separate device calls: its rows join the file.
+    assert bench_e2e.main(["--models", "qwen2.5-vl-7b", "--batches", "2"] + common) == 0
     rows = json.loads((tmp_path / "e2e_small_cpu.json").read_text())
-    assert {r["model"] for r in rows} == {"llava-1.5-7b", "qwen2.5-vl-7b"}
-    for model, visual in (("llava-1.5-7b", 576), ("qwen2.5-vl-7b", 256)):
-        for batch in (1, 2):
+    assert sorted({(r["model"], r["batch"]) for r in rows}) == [("llava-1.5-7b", 1), ("llava-1.5-7b", 2), ("qwen2.5-vl-7b", 2)]
+    for model, visual, batches in (("llava-1.5-7b", 576, (1, 2)), ("qwen2.5-vl-7b", 256, (2,))):
+        for batch in batches:
             case = {r["variant"]: r for r in rows if r["model"] == model and r["batch"] == batch}
             assert sorted(case) == ["id", "reference", "topk", "unpruned"]
             assert case["unpruned"]["keep"] == visual and case["unpruned"]["llm_tokens"] == visual + 32
