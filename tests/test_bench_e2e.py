@@ -1,20 +1,109 @@
-"""CI smoke run of the end-to-end benchmark (small shapes, one model, few tokens)."""
+"""CI checks of the end-to-end benchmark: a smoke run at small shapes (two models into one
+results file, batch 1 and 2, every variant), the backend swap it uses for the reference
+variant, the dry run of the real shapes (meta-device build, one reduced-depth check), and its
+flag errors."""
 import json
 import os
 import sys
 
 import pytest
+import torch
+
+import idselect
+import idselect.hooks.core as hooks_core
+from idselect import reference
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import bench_e2e  # noqa: E402
 
+H100_GIB = 78
 
-@pytest.mark.parametrize("model", ["llava-1.5-7b", "qwen2.5-vl-7b"])
-def test_e2e_smoke(tmp_path, model):
-    assert bench_e2e.main(["--size", "small", "--models", model, "--keeps", "64", "--new-tokens", "2",
-                           "--repeats", "1", "--out-dir", str(tmp_path)]) == 0
+
+def test_e2e_smoke_two_models_merge_into_one_file(tmp_path):
+    common = ["--size", "small", "--keeps", "64", "--new-tokens", "2", "--repeats", "1", "--out-dir", str(tmp_path)]
+    assert bench_e2e.main(["--models", "llava-1.5-7b", "--batches", "1", "2"] + common) == 0
+    # A second call, as on separate device calls: its rows join the file.
+    assert bench_e2e.main(["--models", "qwen2.5-vl-7b", "--batches", "2"] + common) == 0
     rows = json.loads((tmp_path / "e2e_small_cpu.json").read_text())
-    assert [r["keep"] for r in rows] == [576 if model.startswith("llava") else 256, 64]
-    assert rows[1]["visual_tokens"] == 64 and rows[1]["llm_tokens"] == 64 + 32
-    assert rows[0]["prefill_speedup"] == 1.0 and rows[1]["select_ms"] > 0
-    assert (tmp_path / "e2e_small_cpu.png").stat().st_size > 5000
+    assert sorted({(r["model"], r["batch"]) for r in rows}) == [("llava-1.5-7b", 1), ("llava-1.5-7b", 2), ("qwen2.5-vl-7b", 2)]
+    for model, visual, batches in (("llava-1.5-7b", 576, (1, 2)), ("qwen2.5-vl-7b", 256, (2,))):
+        for batch in batches:
+            case = {r["variant"]: r for r in rows if r["model"] == model and r["batch"] == batch}
+            assert sorted(case) == ["id", "reference", "topk", "unpruned"]
+            assert case["unpruned"]["keep"] == visual and case["unpruned"]["llm_tokens"] == visual + 32
+            assert case["unpruned"]["prefill_speedup"] == 1.0 and case["unpruned"]["select_ms"] == 0.0
+            for variant in ("id", "topk", "reference"):
+                r = case[variant]
+                assert r["visual_tokens"] == 64 and r["llm_tokens"] == 64 + 32
+                assert r["select_ms"] > 0 and r["prefill_p10_ms"] <= r["prefill_ms"] <= r["prefill_p90_ms"]
+            assert case["id"]["backend"] == idselect.backend_for("cpu") and case["reference"]["backend"] == "reference"
+            assert case["id"]["prefill_vs_topk"] == case["id"]["prefill_ms"] / case["topk"]["prefill_ms"]
+            assert "prefill_vs_topk" not in case["topk"]
+    for name in ("e2e_small_cpu.png", "e2e_small_cpu_share.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+    # Combining per-call files: later files win per (model, batch).
+    out = tmp_path / "merged"
+    assert bench_e2e.main(["--merge", str(tmp_path / "e2e_small_cpu.json"), "--out-dir", str(out)]) == 0
+    assert json.loads((out / "e2e_small_cpu.json").read_text()) == rows
+
+
+def test_forced_selection_routes_the_hooks_call_and_restores_it():
+    spec = bench_e2e.build("llava-1.5-7b", "small")
+    model = bench_e2e.make_model(spec, "cpu", torch.float32)
+    inputs = bench_e2e.batched_inputs(spec, 2, 32, "cpu", torch.float32)
+    calls = []
+
+    def spy(feats, scores, k, gamma, lengths=None):
+        calls.append((tuple(feats.shape), k))
+        return reference.select(feats, scores, k, gamma, lengths)
+
+    original = hooks_core.id_select
+    with torch.no_grad(), idselect.patch(model, keep=16) as handle:
+        model(**inputs)
+        default_kept = [k.tolist() for k in handle.last_stats["kept_indices"]]
+        with bench_e2e.forced_selection(spy):
+            model(**inputs)
+        forced_kept = [k.tolist() for k in handle.last_stats["kept_indices"]]
+    assert calls == [((2, 576, 256), 16)]
+    assert hooks_core.id_select is original
+    assert forced_kept == default_kept  # the reference and the compiled op agree on these inputs
+
+
+def test_dry_run_real_shapes(tmp_path):
+    """Meta-device builds of every real shape (parameter counts against the released
+    checkpoints), one real-width reduced-depth check, every case under an H100's memory."""
+    assert bench_e2e.main(["--dry-run", "--out-dir", str(tmp_path)]) == 0
+    plan = json.loads((tmp_path / "e2e_real_dryrun.json").read_text())
+    by_model = {r["model"]: r for r in plan["models"]}
+    assert sorted(by_model) == sorted(bench_e2e.MODELS)
+    for r in plan["models"]:
+        assert abs(r["params_vs_known"] - 1) < 0.01, r["model"]
+        for batch in (1, 8):
+            assert r[f"peak_estimate_gib_b{batch}"] < H100_GIB
+            assert r[f"peak_estimate_gib_b{batch}"] > r[f"peak_parts_gib_b{batch}"]["weights"] > 13
+    assert by_model["qwen2.5-vl-7b-large"]["visual_tokens_expected"] == 68 * 68
+    assert by_model["llava-next-7b"]["visual_tokens_expected"] == 576 + 48 * 48 + 48
+    assert all(call["fits"] for call in plan["meta"]["device_calls"])
+    assert {c["model"] for c in plan["meta"]["device_calls"]} == set(bench_e2e.MODELS)
+
+    assert bench_e2e.main(["--dry-run", "--depth", "2", "--models", "llava-1.5-7b", "--out-dir", str(tmp_path)]) == 0
+    check = json.loads((tmp_path / "e2e_real_dryrun.json").read_text())["models"][0]["depth_check"]
+    assert check["visual_tokens_before"] == 576 and check["sequence_length_before"] == 608
+    assert check["visual_tokens_after"] == 16 and check["sequence_length_after"] == 48
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "qwen3-vl-8b"], "qwen3-vl-8b is planned"),
+    (["--models", "llava-2"], "unknown model 'llava-2'"),
+    (["--keeps", "0"], "--keeps"),
+    (["--batches", "x"], "--batches"),
+    (["--variants", "fast"], "--variants"),
+    (["--depth", "2"], "--depth needs --size real"),
+    (["--size", "real", "--depth", "1"], "--depth must be >= 2"),
+    (["--dry-run", "--device", "cuda"], "--dry-run runs on the CPU"),
+    (["--merge", "/nonexistent.json"], "--merge: no such file"),
+])
+def test_flag_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        bench_e2e.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
