@@ -31,6 +31,14 @@ def qwen_oracle(model, kwargs, kept_indices, steps=NEW):
     return qwen_masked_greedy(model, kwargs, keep, steps)
 
 
+def greedy_oracle(family, model, kwargs, kept_indices):
+    """NEW greedy tokens of the unpatched model over the hand-pruned prompt."""
+    if family == "qwen2_5_vl":
+        return qwen_oracle(model, kwargs, kept_indices)
+    embeds, mask = hand_pruned(model, kwargs, kept_indices)
+    return generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
+
+
 @pytest.mark.parametrize("family", ONE_D)
 @pytest.mark.parametrize("gen", [dict(num_beams=2), dict(num_beams=3, num_return_sequences=2),
                                  dict(do_sample=True, num_return_sequences=2)], ids=["beams", "beams-sequences", "sample"])
@@ -207,24 +215,14 @@ def test_one_patched_model_from_two_threads(family):
 def test_static_cache_equals_oracle(family):
     model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
     out, stats = patched_generate(model, kwargs, cache_implementation="static")
-    if family == "qwen2_5_vl":
-        expected = qwen_oracle(model, kwargs, stats["kept_indices"])
-    else:
-        embeds, mask = hand_pruned(model, kwargs, stats["kept_indices"])
-        expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
-    assert torch.equal(out[:, -NEW:], expected)
+    assert torch.equal(out[:, -NEW:], greedy_oracle(family, model, kwargs, stats["kept_indices"]))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_use_cache_false_selects_once(family):
     model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
     out, stats = patched_generate(model, kwargs, use_cache=False)
-    if family == "qwen2_5_vl":
-        expected = qwen_oracle(model, kwargs, stats["kept_indices"])
-    else:
-        embeds, mask = hand_pruned(model, kwargs, stats["kept_indices"])
-        expected = generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
-    assert torch.equal(out[:, -NEW:], expected)
+    assert torch.equal(out[:, -NEW:], greedy_oracle(family, model, kwargs, stats["kept_indices"]))
     cached, cached_stats = patched_generate(model, kwargs)
     assert torch.equal(out, cached)
 

@@ -279,11 +279,7 @@ class PatchHandle:
                 continues=continues,
                 use_cache=use_cache is not False,
             )
-            token = _GENERATION.set(gen)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                _GENERATION.reset(token)
+            return _with_context(_GENERATION, gen, original, args, kwargs)
 
         return generate
 
@@ -292,11 +288,7 @@ class PatchHandle:
         def forward(*args, **kwargs):
             if kwargs.get("labels") is None:
                 return original(*args, **kwargs)
-            token = _LABELS.set(self)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                _LABELS.reset(token)
+            return _with_context(_LABELS, self, original, args, kwargs)
 
         return forward
 
@@ -354,11 +346,7 @@ class PatchHandle:
                 media = getattr(output, MEDIA_ATTR, None) if output is not None else None
                 if media:
                     call.media.setdefault(modality, []).extend(media)
-            token = _CALL.set(call)
-            try:
-                return original(**named)
-            finally:
-                _CALL.reset(token)
+            return _with_context(_CALL, call, original, (), named)
 
         return forward
 
@@ -745,6 +733,15 @@ class PatchHandle:
         if positions is None:
             positions = (torch.arange(q, device=device) + _past_length(kwargs))[None].expand(B, q)
         return positions
+
+
+def _with_context(var: contextvars.ContextVar, value, fn: Callable, args, kwargs):
+    """``fn(*args, **kwargs)`` with ``var`` set to ``value`` for the duration of the call."""
+    token = var.set(value)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        var.reset(token)
 
 
 def _past_length(kwargs) -> int:
