@@ -88,7 +88,7 @@ def test_patched_model_records_every_generate_and_restores():
     assert stats["select_ms"] > 0
     patched.remove()
     patched.remove()  # a second call does nothing
-    assert "generate" not in model.__dict__ and getattr(model, "_idselect_handle", None) is None
+    assert "generate" not in model.__dict__ and getattr(model.model, "_idselect_handle", None) is None
     with torch.no_grad():
         assert torch.equal(model.generate(**inputs, max_new_tokens=3, do_sample=False), unpatched)
 

@@ -166,8 +166,8 @@ def test_clean_unpatches_and_frees_the_model(checkpoint):
 
     lm = get_model("idselect")(pretrained=checkpoint, keep=4, device="cpu", batch_size=2)
     model = lm.model
-    assert getattr(model, "_idselect_handle", None) is not None and "generate" in model.__dict__
+    assert getattr(model.model, "_idselect_handle", None) is lm._idselect.handle and "generate" in model.__dict__
     assert lm.processor.tokenizer.padding_side == "left"
     lm.clean()  # what lmms-eval does after generating
-    assert getattr(model, "_idselect_handle", None) is None and "generate" not in model.__dict__
+    assert getattr(model.model, "_idselect_handle", None) is None and "generate" not in model.__dict__
     assert "_model" not in vars(lm) and lm._idselect.model is None
