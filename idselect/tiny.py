@@ -101,14 +101,17 @@ def video_llava_image_argument(model) -> str:
     return "pixel_values" if "pixel_values" in params else "pixel_values_images"
 
 
-def llava_next_pixels(model, image_sizes: Sequence[Sequence[int]], seed: int = 0):
-    """pixel_values [images, crops, 3, 28, 28] and image_sizes for the given (H, W) sizes, and
-    the placeholder count of each image (asked of the unpatched model itself)."""
-    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+def anyres_pixels(model, image_sizes: Sequence[Sequence[int]], seed: int = 0):
+    """LLaVA-NeXT / LLaVA-OneVision anyres inputs for the given (H, W) sizes: pixel_values
+    [images, crops, 3, S, S], image_sizes, and the placeholder count of each image (asked of
+    the unpatched model itself)."""
+    import sys
 
+    num_crops = sys.modules[type(model.model).__module__].image_size_to_num_patches
+    side = model.config.vision_config.image_size
     g = torch.Generator().manual_seed(seed)
-    crops = [image_size_to_num_patches(s, model.config.image_grid_pinpoints, model.config.vision_config.image_size) for s in image_sizes]
-    pixel_values = torch.randn(len(image_sizes), max(crops), 3, 28, 28, generator=g)
+    crops = [num_crops(s, model.config.image_grid_pinpoints, side) for s in image_sizes]
+    pixel_values = torch.randn(len(image_sizes), max(crops), 3, side, side, generator=g)
     sizes = torch.tensor(image_sizes)
     with torch.no_grad():
         feats = model.model.get_image_features(pixel_values=pixel_values, image_sizes=sizes, return_dict=True).pooler_output
@@ -143,6 +146,38 @@ def tiny_qwen2_5_vl(seed: int = 0):
     cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
                            vision_start_token_id=102, vision_end_token_id=103)
     return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
+
+
+def tiny_qwen3_vl(seed: int = 0):
+    """Qwen3-VL layout: vision depth 3 (8 px patches, learned 4 x 4 position grid) with
+    DeepStack features from vision layers 0 and 1 added after LLM layers 0 and 1, 2 x 2 merger,
+    3-layer text model with interleaved M-RoPE (mrope_section 2/2/2 of head_dim 12)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+    text = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=12, max_position_embeddings=1024, pad_token_id=PAD_TOKEN,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2],
+                                 "mrope_interleaved": True})
+    cfg = Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
+                        vision_start_token_id=102, vision_end_token_id=103)
+    return _finish(Qwen3VLForConditionalGeneration(cfg), seed)
+
+
+def tiny_llava_onevision(seed: int = 0):
+    """LLaVA-OneVision layout: SigLIP (3 layers, 28 px crops, 7 px patches: 16 tokens, no
+    [CLS]), anyres_max_9 on a grid of up to 2 x 2 crops with newline tokens, 'full' strategy,
+    feature layer -1; videos pooled 2 x 2 per frame plus one newline."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
+
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=28, patch_size=7)
+    cfg = LlavaOnevisionConfig(vision_config=vision, text_config=_text(), image_token_index=IMAGE_TOKEN,
+                               video_token_index=VIDEO_TOKEN, image_grid_pinpoints=[[28, 56], [56, 28], [56, 56]],
+                               vision_feature_layer=-1, vision_feature_select_strategy="full",
+                               vision_aspect_ratio="anyres_max_9")
+    return _finish(LlavaOnevisionForConditionalGeneration(cfg), seed)
 
 
 def tiny_internvl(seed: int = 0):

@@ -13,26 +13,32 @@ import torch
 from idselect import tiny
 
 
-def media_runs(input_ids: torch.Tensor) -> List[Tuple[int, torch.Tensor]]:
+def media_runs(input_ids: torch.Tensor, runs_per_video: int = 1) -> List[Tuple[int, torch.Tensor]]:
     """(row, columns) of every image / video in the order the hooks number them: images
     first, then videos, each row-major; a medium is a run of adjacent placeholders (an
-    InternVL image's tiles form one run)."""
-    runs = []
+    InternVL image's tiles form one run), except that ``runs_per_video`` successive runs of
+    video placeholders make one video (Qwen3-VL writes a timestamp before every frame)."""
+    media = []
     for token in (tiny.IMAGE_TOKEN, tiny.VIDEO_TOKEN):
+        per_medium = runs_per_video if token == tiny.VIDEO_TOKEN else 1
         for row in range(input_ids.shape[0]):
             cols = (input_ids[row] == token).nonzero().squeeze(1).tolist()
-            start = 0
+            runs, start = [], 0
             for i in range(1, len(cols) + 1):
                 if i == len(cols) or cols[i] != cols[i - 1] + 1:
-                    runs.append((row, torch.tensor(cols[start:i])))
+                    runs.append(cols[start:i])
                     start = i
-    return runs
+            assert len(runs) % per_medium == 0, (row, len(runs), per_medium)
+            for first in range(0, len(runs), per_medium):
+                media.append((row, torch.tensor(sum(runs[first:first + per_medium], []))))
+    return media
 
 
-def kept_columns(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], kept_indices) -> torch.Tensor:
+def kept_columns(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor], kept_indices,
+                 runs_per_video: int = 1) -> torch.Tensor:
     """[B, L] bool: real text tokens plus each medium's kept tokens."""
     keep = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
-    runs = media_runs(input_ids)
+    runs = media_runs(input_ids, runs_per_video)
     assert len(runs) == len(kept_indices), (len(runs), len(kept_indices))
     for (row, cols), kept in zip(runs, kept_indices):
         keep[row, cols] = False

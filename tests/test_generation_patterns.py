@@ -9,13 +9,13 @@ import torch
 from transformers import GenerationMixin
 
 import idselect
-from hook_cases import MODELS, build, case
+from hook_cases import MODELS, MROPE, build, case, runs_per_video
 from idselect import tiny
 from oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
                      qwen_masked_greedy)
 
 FAMILIES = list(MODELS)
-ONE_D = [f for f in FAMILIES if f != "qwen2_5_vl"]  # 1-D positions: a pruned prompt is a shorter prompt
+ONE_D = [f for f in FAMILIES if f not in MROPE]  # 1-D positions: a pruned prompt is a shorter prompt
 ROWS = [(3, 1, 4), (5, 1, 2)]
 NEW = 4
 
@@ -26,15 +26,15 @@ def patched_generate(model, kwargs, keep=5, **gen):
     return out, handle.last_stats
 
 
-def qwen_oracle(model, kwargs, kept_indices, steps=NEW):
-    keep = kept_columns(kwargs["input_ids"], kwargs.get("attention_mask"), kept_indices)
+def qwen_oracle(family, model, kwargs, kept_indices, steps=NEW):
+    keep = kept_columns(kwargs["input_ids"], kwargs.get("attention_mask"), kept_indices, runs_per_video(family))
     return qwen_masked_greedy(model, kwargs, keep, steps)
 
 
 def greedy_oracle(family, model, kwargs, kept_indices):
     """NEW greedy tokens of the unpatched model over the hand-pruned prompt."""
-    if family == "qwen2_5_vl":
-        return qwen_oracle(model, kwargs, kept_indices)
+    if family in MROPE:
+        return qwen_oracle(family, model, kwargs, kept_indices)
     embeds, mask = hand_pruned(model, kwargs, kept_indices)
     return generate_on_embeds(model, embeds, mask, max_new_tokens=NEW)
 
@@ -60,15 +60,16 @@ def test_beams_and_several_sequences_equal_unpatched_on_hand_pruned_prompt(famil
     assert torch.equal(out[:, -NEW:], expected), (out[:, -NEW:], expected)
 
 
-def test_qwen_beams_prune_every_expanded_row_and_keep_the_greedy_best_beam_prefix():
-    model, kwargs, counts = case("qwen2_5_vl", [(3, 1, 4)])
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_beams_prune_every_expanded_row_and_keep_the_greedy_best_beam_prefix(family):
+    model, kwargs, counts = case(family, [(3, 1, 4)])
     greedy, stats = patched_generate(model, kwargs)
     beams, beam_stats = patched_generate(model, kwargs, num_beams=2, num_return_sequences=2)
     assert beams.shape[0] == 2 and beam_stats["visual_tokens_after"] == 2 * stats["visual_tokens_after"]
     # Every copy of the prompt keeps exactly the tokens the single prompt keeps.
     assert sorted(k.tolist() for k in beam_stats["kept_indices"]) == sorted(k.tolist() for k in stats["kept_indices"] for _ in range(2))
     # Oracle for the prompt the beams start from: the first token is the masked-greedy one.
-    first = qwen_oracle(model, kwargs, stats["kept_indices"], steps=1)
+    first = qwen_oracle(family, model, kwargs, stats["kept_indices"], steps=1)
     assert torch.equal(greedy[:, -NEW:-NEW + 1], first)
 
 
@@ -90,10 +91,10 @@ def test_multi_turn_continuation_equals_greedy_over_pruned_conversation(family):
         kept = handle.last_stats["kept_indices"]
         second, conversation = continue_conversation(model, first, message)
     answer = second.sequences[:, conversation.shape[1]:]
-    if family == "qwen2_5_vl":
+    if family in MROPE:
         turn2 = dict(kwargs, input_ids=conversation,
                      mm_token_type_ids=torch.cat([kwargs["mm_token_type_ids"], torch.zeros_like(conversation[:, kwargs["input_ids"].shape[1]:])], 1))
-        keep = torch.cat([kept_columns(kwargs["input_ids"], None, kept), torch.ones_like(conversation[:, kwargs["input_ids"].shape[1]:], dtype=torch.bool)], 1)
+        keep = torch.cat([kept_columns(kwargs["input_ids"], None, kept, runs_per_video(family)), torch.ones_like(conversation[:, kwargs["input_ids"].shape[1]:], dtype=torch.bool)], 1)
         expected = qwen_masked_greedy(model, turn2, keep, NEW)
     else:
         embeds, mask = hand_pruned(model, kwargs, kept)
@@ -124,8 +125,9 @@ def test_later_turn_with_a_new_image_prunes_it_with_its_own_budget(family):
     assert torch.equal(second.sequences[:, conversation.shape[1]:], expected)
 
 
-def test_qwen_later_turn_with_new_media_is_refused_clearly():
-    model, kwargs, _ = case("qwen2_5_vl", [(3, 1, 4)])
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_later_turn_with_new_media_is_refused_clearly(family):
+    model, kwargs, _ = case(family, [(3, 1, 4)])
     with torch.no_grad(), idselect.patch(model, keep=5):
         first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
         conversation = torch.cat([first.sequences, kwargs["input_ids"]], dim=1)
@@ -178,7 +180,7 @@ def test_two_conversations_decoded_alternately(family):
     assert torch.equal(a.result(), generated)  # the manual loop decodes as generate() does
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "internvl"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "internvl", "qwen3_vl", "llava_onevision"])
 def test_one_patched_model_from_two_threads(family):
     model, kwargs_a, _ = case(family, [(3, 1, 4)])
     kwargs_b, _ = build(family, model, [(6, 1, 1), (2, 1, 5)], first_row=3)
@@ -213,25 +215,25 @@ def test_one_patched_model_from_two_threads(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_static_cache_equals_oracle(family):
-    model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
+    model, kwargs, _ = case(family, ROWS if family not in MROPE else [(3, 1, 4)])
     out, stats = patched_generate(model, kwargs, cache_implementation="static")
     assert torch.equal(out[:, -NEW:], greedy_oracle(family, model, kwargs, stats["kept_indices"]))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_use_cache_false_selects_once(family):
-    model, kwargs, _ = case(family, ROWS if family != "qwen2_5_vl" else [(3, 1, 4)])
+    model, kwargs, _ = case(family, ROWS if family not in MROPE else [(3, 1, 4)])
     out, stats = patched_generate(model, kwargs, use_cache=False)
     assert torch.equal(out[:, -NEW:], greedy_oracle(family, model, kwargs, stats["kept_indices"]))
     cached, cached_stats = patched_generate(model, kwargs)
     assert torch.equal(out, cached)
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_next", "internvl"])
+@pytest.mark.parametrize("family", ["llava", "llava_next", "internvl", "llava_onevision"])
 def test_mixed_batch_is_compacted(family):
     """A text-only row beside an image row, or images of different sizes: after pruning no
     column is padding in every row."""
-    rows = [(4, 0, 3), (2, 1, 3)] if family != "llava_next" else [(2, 1, 3), (1, 1, 2)]
+    rows = [(4, 0, 3), (2, 1, 3)] if family not in ("llava_next", "llava_onevision") else [(2, 1, 3), (1, 1, 2)]
     model, kwargs, counts = case(family, rows)
     seen = []
     hook = model.model.language_model.register_forward_pre_hook(

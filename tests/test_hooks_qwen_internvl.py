@@ -1,9 +1,10 @@
-"""Qwen2.5-VL (3-D M-RoPE positions) and InternVL (tiles, pixel shuffle) specifics."""
+"""Qwen2.5-VL and Qwen3-VL (3-D M-RoPE positions; Qwen3-VL's DeepStack features), InternVL
+(tiles, pixel shuffle) and LLaVA-OneVision (anyres-max tiles, newlines, videos) specifics."""
 import pytest
 import torch
 
 import idselect
-from hook_cases import case
+from hook_cases import MROPE, case
 from idselect import tiny
 from idselect.hooks.core import MEDIA_ATTR
 
@@ -30,8 +31,9 @@ def record_positions(model):
     return seen, hook
 
 
-def test_qwen_decode_positions_match_positions_computed_by_hand():
-    model, kwargs, counts = case("qwen2_5_vl", [(3, 1, 4)])
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_decode_positions_match_positions_computed_by_hand(family):
+    model, kwargs, counts = case(family, [(3, 1, 4)])
     unpruned, _ = model.model.get_rope_index(kwargs["input_ids"], kwargs["mm_token_type_ids"], kwargs["image_grid_thw"],
                                              kwargs["video_grid_thw"], attention_mask=kwargs["attention_mask"])
     seen, hook = record_positions(model)
@@ -53,10 +55,11 @@ def test_qwen_decode_positions_match_positions_computed_by_hand():
     assert int(model.model.rope_deltas[0]) == start - stats["sequence_length_after"]
 
 
-def test_qwen_generate_equals_masked_unpruned_forward():
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_generate_equals_masked_unpruned_forward(family):
     """Pruning with original M-RoPE positions equals the unpatched model on the full sequence
     with the removed tokens masked out as keys: an independent check of prefill and decode."""
-    model, kwargs, counts = case("qwen2_5_vl", [(3, 1, 4)])
+    model, kwargs, counts = case(family, [(3, 1, 4)])
     with torch.no_grad(), idselect.patch(model, keep=5, importance="relevance") as handle:
         result = model.generate(**kwargs, **GEN, output_logits=True, return_dict_in_generate=True)
     stats = dict(handle.last_stats, media_counts=counts)
@@ -76,19 +79,21 @@ def test_qwen_generate_equals_masked_unpruned_forward():
     torch.testing.assert_close(torch.stack(result.logits, dim=1), step_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_qwen_auto_importance_is_relevance_and_saliency_is_refused():
-    model, kwargs, _ = case("qwen2_5_vl", [(2, 1, 2)])
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_auto_importance_is_relevance_and_saliency_is_refused(family):
+    model, kwargs, _ = case(family, [(2, 1, 2)])
     with torch.no_grad(), idselect.patch(model, keep=4) as handle:
         model(**kwargs)
     assert handle.last_stats["visual_tokens_after"] == 8  # image + video, 4 each
     for importance in ("saliency", "unified"):  # refused at patch time, naming the tower
-        with pytest.raises(ValueError, match=rf"importance='{importance}' needs \[CLS\] saliency.*qwen2_5_vl_vision"):
+        with pytest.raises(ValueError, match=rf"importance='{importance}' needs \[CLS\] saliency.*{family}_vision"):
             idselect.patch(model, keep=4, importance=importance)
     assert "_idselect_handle" not in model.model.__dict__
 
 
-def test_qwen_video_is_selected_jointly_over_frames():
-    model, kwargs, counts = case("qwen2_5_vl", [(2, 0, 2)])
+@pytest.mark.parametrize("family", MROPE)
+def test_qwen_video_is_selected_jointly_over_frames(family):
+    model, kwargs, counts = case(family, [(2, 0, 2)])
     with torch.no_grad(), idselect.patch(model, keep=10) as handle:
         model(**kwargs)
     # One budget for the whole video (2 temporal groups of 16 tokens), not one per frame.

@@ -12,12 +12,15 @@ from torch import nn
 from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
+from .qwen3_vl import Qwen3VLAdapter
 
 #: model_type -> adapter; a family registers itself here.
 REGISTRY: Dict[str, FamilyAdapter] = {
     a.model_type: a
-    for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter(), Qwen25VLAdapter(), InternVLAdapter())
+    for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter(), LlavaOnevisionAdapter(), Qwen25VLAdapter(),
+              Qwen3VLAdapter(), InternVLAdapter())
 }
 
 

@@ -130,6 +130,7 @@ class _Generation:
 _CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
 _LABELS: contextvars.ContextVar = contextvars.ContextVar("idselect_labels", default=None)  # handle of a call with labels=
 _GENERATION: contextvars.ContextVar = contextvars.ContextVar("idselect_generation", default=None)
+_FEATURES: contextvars.ContextVar = contextvars.ContextVar("idselect_features", default=None)  # handle whose feature function runs
 
 
 class _Timing:
@@ -299,6 +300,10 @@ class PatchHandle:
         nothing the model computes changes), and attach the List[Media] the adapter derives
         from both to the output."""
         def feature_fn(*args, **kwargs):
+            if _FEATURES.get() is self:
+                # Called by another wrapped feature function (Qwen3-VL's video features call its
+                # image features): the outer call describes these media, as what they are.
+                return original(*args, **kwargs)
             layer = saliency_layer(*args, **kwargs)
             captured: List[torch.Tensor] = []
             owner = threading.get_ident()
@@ -312,7 +317,7 @@ class PatchHandle:
             # a tower whose input is captured runs eagerly.
             run = original if hook is None else torch.compiler.disable(original, reason=SALIENCY_REASON)
             try:
-                output = run(*args, **kwargs)
+                output = _with_context(_FEATURES, self, run, args, kwargs)
             finally:
                 if hook is not None:
                     hook.remove()
@@ -446,17 +451,17 @@ class PatchHandle:
                 "idselect: labels= (training or loss computation) is not supported on a patched "
                 "model: the logits cover the pruned sequence, not input_ids; call handle.remove() first"
             )
-        if not to_prune:  # keep = everything: run the model untouched
-            self._record(stats)
-            if state is not None:
-                return self._run(original, *self._continue(kwargs, state, keep_cols=None))
-            return original(**kwargs)
         if state is not None and state.position_rows:
             raise NotImplementedError(
                 f"idselect: new images or videos in a call that continues a pruned cache are not supported "
                 f"for {self.adapter.model_type} (its M-RoPE positions of later media depend on the unpruned "
                 "conversation); start a new cache for a turn that brings new media"
             )
+        if not to_prune:  # keep = everything: run the model untouched
+            self._record(stats)
+            if state is not None:
+                return self._run(original, *self._continue(kwargs, state, keep_cols=None))
+            return original(**kwargs)
         chunk_mask = self._chunk_mask(kwargs, state, L)
         gen = self._current_generation()
         reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
@@ -664,20 +669,21 @@ class PatchHandle:
             dest = pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1  # column of each kept token
             batch_rows = torch.arange(B, device=device)[:, None].expand(B, q)
             src_r, dst_c = batch_rows[keep], dest[keep]
+
+            def place(values: torch.Tensor) -> torch.Tensor:
+                """[B, q, ...] -> [B, width, ...]: each row's kept columns in order, left-padded with 0."""
+                out = values.new_zeros((B, width) + tuple(values.shape[2:]))
+                out[src_r, dst_c] = values[keep]
+                return out
+
             if embeds is not None:
-                new_embeds = embeds.new_zeros(B, width, embeds.shape[-1])
-                new_embeds[src_r, dst_c] = embeds[keep]
-                new_kwargs["inputs_embeds"] = new_embeds
+                new_kwargs["inputs_embeds"] = place(embeds)
             else:
-                new_ids = ids.new_zeros(B, width)
-                new_ids[src_r, dst_c] = ids[keep]
-                new_kwargs["input_ids"] = new_ids
-            new_rows = rows_of.new_zeros(rows_of.shape[0], B, width)
-            for r in range(rows_of.shape[0]):
-                values = rows_of[r] - removed_before if r in renumber else rows_of[r]
-                new_rows[r, src_r, dst_c] = values[keep]
-            new_chunk_mask = torch.zeros(B, width, dtype=torch.long, device=device)
-            new_chunk_mask[src_r, dst_c] = 1
+                new_kwargs["input_ids"] = place(ids)
+            new_rows = torch.stack([place(rows_of[r] - removed_before if r in renumber else rows_of[r])
+                                    for r in range(rows_of.shape[0])])
+            new_chunk_mask = place(torch.ones_like(keep, dtype=torch.long))
+            self.adapter.prune_language_inputs(kwargs, new_kwargs, keep, place)
             mask_known = mask_known or not bool(new_chunk_mask.bool().all())
         new_real = new_chunk_mask.bool()
 
@@ -883,6 +889,12 @@ class FamilyAdapter:
             handle.replace(handle.model, "forward", handle.wrap_top_forward)
             if hasattr(handle.model, "generate"):
                 handle.replace(handle.model, "generate", handle.wrap_generate)
+
+    def prune_language_inputs(self, kwargs: Dict[str, Any], new_kwargs: Dict[str, Any], keep: torch.Tensor,
+                              place: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Prune the family's own per-token LLM inputs as the sequence is pruned (Qwen3-VL's
+        deepstack features): ``keep`` [B, q] marks the columns that stay, ``place`` maps a
+        [B, q, ...] tensor to the pruned layout. Writes into ``new_kwargs``."""
 
     def after_prefill(self, model: nn.Module, state: CacheState) -> None:
         """Hook for model state that depends on the pruned length (Qwen2.5-VL's rope_deltas)."""

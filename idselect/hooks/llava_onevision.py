@@ -1,0 +1,41 @@
+"""LLaVA-OneVision (``llava_onevision``): SigLIP tower (no [CLS] token, so "auto" importance is
+relevance), anyres-max tiling, images and videos.
+
+An image reaches the LLM as its base crop, then its unpadded high-resolution grid (downsampled
+when larger than ``anyres_max_N`` allows) with one newline token closing every row; an image
+in a multi-image row is one crop and one newline. A video is every frame's 2 x 2-pooled tokens
+then one newline. ``keep`` counts an image over all its crops (a video over all its frames);
+newline tokens are never candidates: when a medium is pruned they are dropped and its whole
+budget goes to image tokens. Newlines are found as what they are, copies of the model's
+``image_newline`` vector, so the layout rules above need not be restated here."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+
+from .core import Media, PatchHandle
+from .llava import LlavaAdapter, image_and_video_masks
+
+
+def _medium(modality: str, features: torch.Tensor, newline: torch.Tensor) -> Media:
+    """One image or video: its tokens, newline tokens excluded from the candidates."""
+    is_newline = (features == newline.to(features.device, features.dtype)).all(dim=-1)
+    return Media(modality, int(features.shape[0]), None, ~is_newline)
+
+
+class LlavaOnevisionAdapter(LlavaAdapter):
+    model_type = "llava_onevision"
+
+    def describe_images(self, base, original, output, attention, args, kwargs) -> List[Media]:
+        return [_medium("image", f, base.image_newline) for f in output.pooler_output]
+
+    def describe_videos(self, base, original, output, attention, args, kwargs) -> List[Media]:
+        return [_medium("video", f, base.image_newline) for f in output.pooler_output]  # [videos, tokens, H]
+
+    def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
+        return image_and_video_masks(base, original, args, kwargs)
+
+    def install(self, handle: PatchHandle) -> None:
+        super().install(handle)
+        self.wrap_features(handle, self.base(handle.model), "get_video_features", self.tower_attr, self.describe_videos)
