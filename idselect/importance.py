@@ -94,7 +94,9 @@ def instruction_relevance(
 
     ``softmax(q K^T / sqrt(d_head))`` over the given image tokens, averaged over heads, with
     the layer's ``input_layernorm`` and ``self_attn.q_proj`` / ``k_proj`` (grouped KV heads
-    repeated). Returns [T] min-max normalised.
+    repeated), and, as the layer's own attention has them, the per-head ``q_norm`` /
+    ``k_norm`` (Qwen3) and the query half of a gated ``q_proj`` (Qwen3.5, whose ``q_proj``
+    gives each head's query then its output gate). Returns [T] min-max normalised.
 
     Parameters
     ----------
@@ -107,13 +109,20 @@ def instruction_relevance(
         without it, no rotary embedding is applied (the default; see docs/hooks.md).
     """
     norm, attn = decoder_layer.input_layernorm, decoder_layer.self_attn
-    q = attn.q_proj(norm(query_hidden[None])).float().view(1, num_heads, -1).transpose(0, 1)  # [h, 1, d]
-    k = attn.k_proj(norm(key_hidden)).float().view(key_hidden.shape[0], num_kv_heads, -1).transpose(0, 1)
+    k = attn.k_proj(norm(key_hidden)).view(key_hidden.shape[0], num_kv_heads, -1)  # [T, kv, d]
+    head_dim = k.shape[-1]
+    q = attn.q_proj(norm(query_hidden[None])).view(1, num_heads, -1)  # [1, h, d], or [1, h, 2d] when gated
+    if q.shape[-1] == 2 * head_dim:
+        q = q[..., :head_dim]
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.float().transpose(0, 1), k.float().transpose(0, 1)  # [h, 1, d], [kv, T, d]
     if rotary is not None:
         rotate = sys.modules[type(attn).__module__].rotate_half
         cos_q, sin_q, cos_k, sin_k = (t.float() for t in rotary)
-        q = q * cos_q + rotate(q) * sin_q
-        k = k * cos_k + rotate(k) * sin_k
+        width = cos_q.shape[-1]  # rotary on the leading dims only where partial (Qwen3.5); the rest pass through
+        q = torch.cat([q[..., :width] * cos_q + rotate(q[..., :width]) * sin_q, q[..., width:]], dim=-1)
+        k = torch.cat([k[..., :width] * cos_k + rotate(k[..., :width]) * sin_k, k[..., width:]], dim=-1)
     k = k.repeat_interleave(num_heads // num_kv_heads, dim=0)  # [h, T, d]
     logits = (q @ k.transpose(-1, -2))[:, 0] / math.sqrt(q.shape[-1])  # [h, T]
     return minmax(logits.softmax(dim=-1).mean(dim=0))

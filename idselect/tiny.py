@@ -165,6 +165,25 @@ def tiny_qwen3_vl(seed: int = 0):
     return _finish(Qwen3VLForConditionalGeneration(cfg), seed)
 
 
+def tiny_qwen3_5(seed: int = 0):
+    """Qwen3.5 layout: Qwen3-VL's vision path without DeepStack, and a hybrid 4-layer text
+    model (Gated DeltaNet linear attention in layers 0 and 2, gated full attention with
+    q / k norms in layers 1 and 3), interleaved M-RoPE on half of head_dim 12."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16)
+    text = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=12, max_position_embeddings=1024, pad_token_id=PAD_TOKEN,
+                linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                linear_num_value_heads=4, layer_types=["linear_attention", "full_attention"] * 2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 1],
+                                 "mrope_interleaved": True, "partial_rotary_factor": 0.5})
+    cfg = Qwen3_5Config(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, video_token_id=VIDEO_TOKEN,
+                        vision_start_token_id=102, vision_end_token_id=103)
+    return _finish(Qwen3_5ForConditionalGeneration(cfg), seed)
+
+
 def tiny_llava_onevision(seed: int = 0):
     """LLaVA-OneVision layout: SigLIP (3 layers, 28 px crops, 7 px patches: 16 tokens, no
     [CLS]), anyres_max_9 on a grid of up to 2 x 2 crops with newline tokens, 'full' strategy,

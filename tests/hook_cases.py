@@ -4,8 +4,8 @@
 Every row's content comes from its own seed (``first_row + r``), so building one row alone with
 ``first_row=r`` reproduces exactly that row of a batch: the batch-vs-alone tests rely on it.
 Each row is (text_before, images, text_after); Video-LLaVA, Qwen2.5-VL, Qwen3-VL and
-LLaVA-OneVision rows also end with one video. A Qwen3-VL video has a timestamp token before each
-frame, as its processor writes it, so its placeholders come in one run per frame.
+LLaVA-OneVision (and Qwen3.5) rows also end with one video. A Qwen3-VL / Qwen3.5 video has a timestamp token
+before each frame, as their processors write it, so its placeholders come in one run per frame.
 """
 import torch
 
@@ -19,8 +19,9 @@ MODELS = {
     "internvl": tiny.tiny_internvl,
     "qwen3_vl": tiny.tiny_qwen3_vl,
     "llava_onevision": tiny.tiny_llava_onevision,
+    "qwen3_5": tiny.tiny_qwen3_5,
 }
-MROPE = ("qwen2_5_vl", "qwen3_vl")  # 3-D M-RoPE positions: the prompt pruned by hand is not a shorter prompt
+MROPE = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")  # 3-D M-RoPE positions: the prompt pruned by hand is not a shorter prompt
 FRAMES, PER_FRAME = 4, 17  # Video-LLaVA videos keep [CLS]: 16 patches + 1 per frame
 NEXT_SIZES = [[28, 56], [56, 56], [56, 28], [28, 28]]
 QWEN_IMAGE_GRID, QWEN_VIDEO_GRID = (1, 8, 8), (2, 8, 8)  # 16 and 32 tokens after the 2 x 2 merger
@@ -45,7 +46,7 @@ def build(family, model, rows, first_row=0):
                 px, sz, n = tiny.anyres_pixels(model, [size], seed=1000 + first_row + r + 7 * i)
                 pixels.append(px[0]), sizes.append(sz[0])
                 n = n[0]
-            elif family in ("qwen2_5_vl", "qwen3_vl"):
+            elif family in MROPE:
                 t, h, w = QWEN_IMAGE_GRID
                 pixels.append(torch.randn(t * h * w, 1176 if family == "qwen2_5_vl" else QWEN3_PATCH, generator=g))
                 sizes.append(torch.tensor(QWEN_IMAGE_GRID))
@@ -69,7 +70,7 @@ def build(family, model, rows, first_row=0):
             ids += [102] + [tiny.VIDEO_TOKEN] * (t * h * w // 4) + [103]
             videos.append(torch.randn(t * h * w, 1176, generator=g))
             counts.append(t * h * w // 4)
-        if family == "qwen3_vl":
+        if family in ("qwen3_vl", "qwen3_5"):
             t, h, w = QWEN_VIDEO_GRID
             for frame in range(t):  # "<timestamp> <vision_start> frame <vision_end>"
                 ids += text(g, 1) + [102] + [tiny.VIDEO_TOKEN] * (h * w // 4) + [103]
@@ -114,4 +115,4 @@ def case(family, rows, seed=0):
 
 def runs_per_video(family):
     """Runs of adjacent placeholders that make one video (Qwen3-VL: one per frame)."""
-    return QWEN_VIDEO_GRID[0] if family == "qwen3_vl" else 1
+    return QWEN_VIDEO_GRID[0] if family in ("qwen3_vl", "qwen3_5") else 1

@@ -93,24 +93,56 @@ def generate_on_embeds(model, embeds, mask, **gen):
         return model.generate(inputs_embeds=embeds, attention_mask=mask, **gen)
 
 
-def qwen_masked_greedy(model, kwargs, keep: torch.Tensor, steps: int) -> torch.Tensor:
-    """Greedy decoding by hand with the unpatched Qwen2.5-VL: every step runs the whole
-    sequence with the original M-RoPE positions (``get_rope_index``) and the pruned tokens
-    masked out as keys - the pruned prompt, positions as the contract says. One row."""
-    seq, mm = kwargs["input_ids"], kwargs["mm_token_type_ids"]
-    keep = keep.clone()
-    new = []
-    for _ in range(steps):
-        positions, _ = model.model.get_rope_index(seq, mm, kwargs.get("image_grid_thw"), kwargs.get("video_grid_thw"))
-        L = seq.shape[1]
-        allowed = torch.tril(torch.ones(L, L, dtype=torch.bool)) & keep[0][None, :]
-        mask4d = torch.zeros(1, 1, L, L).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        media = {k: kwargs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw") if k in kwargs}
+def language_inputs(model, kwargs) -> dict:
+    """The keyword arguments the unpatched model hands its language model for ``kwargs``."""
+    seen = {}
+    hook = model.model.language_model.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    try:
         with torch.no_grad():
-            logits = model(input_ids=seq, position_ids=positions, attention_mask=mask4d, **media).logits
-        token = logits[:, -1].argmax(-1, keepdim=True)
-        new.append(token)
-        seq = torch.cat([seq, token], dim=1)
-        mm = torch.cat([mm, torch.zeros_like(token)], dim=1)
-        keep = torch.cat([keep, torch.ones(1, 1, dtype=torch.bool)], dim=1)
-    return torch.cat(new, dim=1)
+            model(**kwargs)
+    finally:
+        hook.remove()
+    return seen
+
+
+def mrope_pruned_greedy(model, kwargs, keep: torch.Tensor, steps: int, tail: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Greedy decoding by hand for M-RoPE models (Qwen2.5-VL, Qwen3-VL, Qwen3.5), one row at a
+    time, with the unpatched language model on the row's kept columns only: their embeddings,
+    their original (t, h, w) positions and - Qwen3-VL - their visual mask and exactly their
+    DeepStack rows. ``tail`` [B, n]: text tokens that follow the prompt (a later turn). Each
+    new token takes the next position on every axis. No cache: every step runs it all."""
+    seen = language_inputs(model, kwargs)
+    visual = seen.get("visual_pos_masks")
+    llm, embed = model.model.language_model, model.get_input_embeddings()
+    out = []
+    for b in range(keep.shape[0]):
+        cols = keep[b]
+        embeds = seen["inputs_embeds"][b, cols][None]
+        positions = seen["position_ids"][-3:, b, cols][:, None]
+        extra = {}
+        if visual is not None:
+            mine = torch.zeros_like(visual)
+            mine[b] = cols
+            rows_kept = mine[visual]  # DeepStack rows are row-major over the visual positions
+            extra = dict(visual_pos_masks=visual[b, cols][None],
+                         deepstack_visual_embeds=[d[rows_kept] for d in seen["deepstack_visual_embeds"]])
+        tokens = []
+
+        def append(token):
+            nonlocal embeds, positions, extra
+            with torch.no_grad():
+                embeds = torch.cat([embeds, embed(token)[:, None]], dim=1)
+            positions = torch.cat([positions, positions.amax(dim=2, keepdim=True) + 1], dim=2)
+            if extra:
+                extra["visual_pos_masks"] = torch.cat([extra["visual_pos_masks"], extra["visual_pos_masks"].new_zeros(1, 1)], 1)
+
+        for token in ([] if tail is None else tail[b]):
+            append(token[None])
+        for _ in range(steps):
+            with torch.no_grad():
+                hidden = llm(inputs_embeds=embeds, position_ids=positions, use_cache=False, **extra).last_hidden_state
+                token = model.lm_head(hidden[:, -1]).argmax(-1)
+            tokens.append(token)
+            append(token)
+        out.append(torch.stack(tokens, dim=1))
+    return torch.cat(out)

@@ -12,7 +12,7 @@ import idselect
 from hook_cases import MODELS, MROPE, build, case, runs_per_video
 from idselect import tiny
 from oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
-                     qwen_masked_greedy)
+                     mrope_pruned_greedy)
 
 FAMILIES = list(MODELS)
 ONE_D = [f for f in FAMILIES if f not in MROPE]  # 1-D positions: a pruned prompt is a shorter prompt
@@ -28,7 +28,7 @@ def patched_generate(model, kwargs, keep=5, **gen):
 
 def qwen_oracle(family, model, kwargs, kept_indices, steps=NEW):
     keep = kept_columns(kwargs["input_ids"], kwargs.get("attention_mask"), kept_indices, runs_per_video(family))
-    return qwen_masked_greedy(model, kwargs, keep, steps)
+    return mrope_pruned_greedy(model, kwargs, keep, steps)
 
 
 def greedy_oracle(family, model, kwargs, kept_indices):
@@ -92,10 +92,8 @@ def test_multi_turn_continuation_equals_greedy_over_pruned_conversation(family):
         second, conversation = continue_conversation(model, first, message)
     answer = second.sequences[:, conversation.shape[1]:]
     if family in MROPE:
-        turn2 = dict(kwargs, input_ids=conversation,
-                     mm_token_type_ids=torch.cat([kwargs["mm_token_type_ids"], torch.zeros_like(conversation[:, kwargs["input_ids"].shape[1]:])], 1))
-        keep = torch.cat([kept_columns(kwargs["input_ids"], None, kept, runs_per_video(family)), torch.ones_like(conversation[:, kwargs["input_ids"].shape[1]:], dtype=torch.bool)], 1)
-        expected = qwen_masked_greedy(model, turn2, keep, NEW)
+        keep = kept_columns(kwargs["input_ids"], None, kept, runs_per_video(family))
+        expected = mrope_pruned_greedy(model, kwargs, keep, NEW, tail=conversation[:, kwargs["input_ids"].shape[1]:])
     else:
         embeds, mask = hand_pruned(model, kwargs, kept)
         tail = conversation[:, kwargs["input_ids"].shape[1]:]

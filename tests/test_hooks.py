@@ -13,9 +13,11 @@ GEN = dict(max_new_tokens=6, do_sample=False)
 
 
 def llm_input_lengths(model):
-    """Records the sequence length of every call into the LLM's first decoder layer."""
+    """Records the sequence length of every call into the LLM's last decoder layer (relevance
+    at a later layer - Qwen3.5's first attention layer - runs the layers before it on the whole
+    prompt, and stops there)."""
     lengths = []
-    layer = model.model.language_model.layers[0]
+    layer = model.model.language_model.layers[-1]
     handle = layer.register_forward_pre_hook(lambda m, a, kw: lengths.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
     return lengths, handle
 

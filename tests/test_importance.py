@@ -86,3 +86,34 @@ def test_instruction_relevance_without_rope_is_plain_qk_softmax():
         k = layer.self_attn.k_proj(x[:8]).view(8, 2, 12)
         probs = torch.stack([torch.softmax(k[:, h // 2] @ q[h] / 12**0.5, dim=0) for h in range(4)]).mean(0)
     torch.testing.assert_close(ours, imp.minmax(probs), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])
+def test_instruction_relevance_equals_eager_attention_of_qwen3_layers(family):
+    """Qwen3's attention normalises q and k per head (q_norm / k_norm) and Qwen3.5's q_proj
+    also gives an output gate: relevance is still the layer's own attention of the last token,
+    here with 3-D M-RoPE positions (an image's tokens share t, vary in h and w)."""
+    if family == "qwen3_5":
+        pytest.importorskip("transformers.models.qwen3_5")
+    model = getattr(tiny, f"tiny_{family}")()
+    llm = model.model.language_model
+    llm.config._attn_implementation = "eager"
+    layer_index = next(i for i, t in enumerate(getattr(llm.config, "layer_types", None) or ["full_attention"])
+                       if t == "full_attention")
+    embeds = torch.randn(1, 20, 48)
+    image_cols = torch.arange(4, 13)
+    positions = torch.arange(20).repeat(3, 1, 1)
+    positions[:, 0, 4:13] = torch.stack([torch.full((9,), 4), 4 + torch.arange(9) // 3, 4 + torch.arange(9) % 3])
+    positions[:, 0, 13:] = torch.arange(7, 14)
+    with torch.no_grad():
+        out = llm(inputs_embeds=embeds, position_ids=positions, output_attentions=True, output_hidden_states=True)
+        hidden = out.hidden_states[layer_index][0]
+        cos, sin = llm.rotary_emb(hidden[None], positions)
+        rot = (cos[0, 19][None], sin[0, 19][None], cos[0, image_cols], sin[0, image_cols])
+        cfg = llm.config
+        ours = imp.instruction_relevance(hidden[19], hidden[image_cols], llm.layers[layer_index],
+                                         cfg.num_attention_heads, cfg.num_key_value_heads, rot)
+    attentions = [a for a in out.attentions if a is not None]
+    attn = attentions[0][0, :, 19, image_cols]  # the first attention layer's weights
+    naive = imp.minmax((attn / attn.sum(dim=-1, keepdim=True)).mean(dim=0))
+    torch.testing.assert_close(ours, naive, atol=1e-5, rtol=1e-4)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -14,13 +14,13 @@ from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen25VLAdapter
-from .qwen3_vl import Qwen3VLAdapter
+from .qwen3_vl import Qwen35Adapter, Qwen3VLAdapter
 
 #: model_type -> adapter; a family registers itself here.
 REGISTRY: Dict[str, FamilyAdapter] = {
     a.model_type: a
     for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter(), LlavaOnevisionAdapter(), Qwen25VLAdapter(),
-              Qwen3VLAdapter(), InternVLAdapter())
+              Qwen3VLAdapter(), Qwen35Adapter(), InternVLAdapter())
 }
 
 
@@ -34,7 +34,7 @@ def patch(
     gamma: float = 20.0,
     importance: str = "auto",
     alpha: float = 0.5,
-    relevance_layer: int = 0,
+    relevance_layer: Optional[int] = None,
     relevance_rope: bool = False,
     selection: str = "id",
 ) -> PatchHandle:
@@ -56,9 +56,11 @@ def patch(
         "saliency" and "unified" are refused for towers without one.
     alpha : float
         Weight of saliency in "unified".
-    relevance_layer : int
+    relevance_layer : int, optional
         LLM layer whose W_Q / W_K score instruction relevance (0: on the input embeddings);
-        must be below the LLM's layer count.
+        must be a softmax-attention layer below the LLM's layer count. None (default): the
+        first such layer - 0 in every family but Qwen3.5, whose first layers are linear
+        attention (its relevance then runs those layers on the whole prompt first).
     relevance_rope : bool
         Apply the LLM's rotary embedding to q and k for relevance.
     selection : {"id", "topk"}
@@ -108,7 +110,7 @@ def patch(
         gamma=_real_option("gamma", gamma, low=0.0),
         importance=_importance_option(importance, adapter, model),
         alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
-        relevance_layer=_layer_option(relevance_layer, len(adapter.decoder_layers(adapter.language_model(model)))),
+        relevance_layer=_layer_option(relevance_layer, adapter.decoder_layers(adapter.language_model(model))),
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
         selection=_choice_option("selection", selection, SELECTION_CHOICES),
     )
@@ -151,12 +153,22 @@ def _bool_option(name: str, value) -> bool:
     return bool(value)
 
 
-def _layer_option(value, layers: int) -> int:
+def _layer_option(value, layers) -> int:
+    """The LLM layer for relevance: one with softmax attention (``self_attn``), which relevance
+    reads its W_Q / W_K from; None: the first one."""
+    with_attention = [i for i, layer in enumerate(layers) if hasattr(layer, "self_attn")]
+    if value is None:
+        if not with_attention:
+            raise TypeError("idselect.patch: this LLM has no softmax-attention layer to score instruction relevance with")
+        return with_attention[0]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"idselect.patch: relevance_layer must be an int, got {type(value).__name__} {value!r}")
-    if not 0 <= value < layers:
-        raise ValueError(f"idselect.patch: relevance_layer must be in [0, {layers - 1}] (the LLM has {layers} layers), "
+    if not 0 <= value < len(layers):
+        raise ValueError(f"idselect.patch: relevance_layer must be in [0, {len(layers) - 1}] (the LLM has {len(layers)} layers), "
                          f"got relevance_layer={value}")
+    if value not in with_attention:
+        raise ValueError(f"idselect.patch: relevance_layer={value} is not a softmax-attention layer (it has no self_attn "
+                         f"to score relevance with); layers with attention: {with_attention}")
     return int(value)
 
 

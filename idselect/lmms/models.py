@@ -74,7 +74,7 @@ class IdSelectMixin:
         keep = settings["keep"]
         record = {f"idselect_{key}": value for key, value in all_call.as_dict().items()}
         record.update(idselect_gamma=settings["gamma"], idselect_alpha=settings["alpha"],
-                      idselect_relevance_layer=settings["relevance_layer"],
+                      idselect_relevance_layer=self._idselect.handle.options.relevance_layer,  # resolved
                       idselect_relevance_rope=int(settings["relevance_rope"]), idselect_processes=self.world_size)
         record["idselect_keep_tokens" if isinstance(keep, int) else "idselect_keep_fraction"] = 1.0 if keep == "all" else keep
         # lmms-eval's run summary ("throughput" in the results JSON) averages the extra numbers of

@@ -15,7 +15,7 @@ from ..hooks import IMPORTANCE_CHOICES, patch
 
 #: idselect's model_args, with their defaults (those of ``idselect.patch``); ``keep`` is required.
 OPTION_DEFAULTS: Dict[str, Any] = {
-    "keep": None, "gamma": 20.0, "importance": "auto", "alpha": 0.5, "relevance_layer": 0, "relevance_rope": False,
+    "keep": None, "gamma": 20.0, "importance": "auto", "alpha": 0.5, "relevance_layer": None, "relevance_rope": False,
 }
 
 _PREFIX = "idselect (lmms-eval model_args)"
@@ -105,7 +105,7 @@ class PluginOptions:
     gamma: float = 20.0
     importance: str = "auto"
     alpha: float = 0.5
-    relevance_layer: int = 0
+    relevance_layer: Optional[int] = None  # None: the model's first softmax-attention layer
     relevance_rope: bool = False
 
     def patch_kwargs(self) -> Dict[str, Any]:
@@ -120,7 +120,7 @@ class PluginOptions:
 
 
 def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto", alpha: Any = 0.5,
-                  relevance_layer: Any = 0, relevance_rope: Any = False) -> PluginOptions:
+                  relevance_layer: Any = None, relevance_rope: Any = False) -> PluginOptions:
     """Check and convert idselect's model_args; errors name the argument and the value.
 
     Raises
@@ -135,7 +135,7 @@ def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto",
         gamma=_parse_float("gamma", gamma, 0.0, math.inf),
         importance=importance,
         alpha=_parse_float("alpha", alpha, 0.0, 1.0),
-        relevance_layer=_parse_int("relevance_layer", relevance_layer),
+        relevance_layer=None if relevance_layer is None else _parse_int("relevance_layer", relevance_layer),
         relevance_rope=_parse_bool("relevance_rope", relevance_rope),
     )
 
