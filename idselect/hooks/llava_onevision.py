@@ -4,7 +4,8 @@ relevance), anyres-max tiling, images and videos.
 An image reaches the LLM as its base crop, then its unpadded high-resolution grid (downsampled
 when larger than ``anyres_max_N`` allows) with one newline token closing every row; an image
 in a multi-image row is one crop and one newline. A video is every frame's 2 x 2-pooled tokens
-then one newline. ``keep`` counts an image over all its crops (a video over all its frames);
+then one newline (in the video features from transformers 5.23 on; appended by the model's
+forward before). ``keep`` counts an image over all its crops (a video over all its frames);
 newline tokens are never candidates: when a medium is pruned they are dropped and its whole
 budget goes to image tokens. Newlines are found as what they are, copies of the model's
 ``image_newline`` vector, so the layout rules above need not be restated here."""
@@ -31,7 +32,16 @@ class LlavaOnevisionAdapter(LlavaAdapter):
         return [_medium("image", f, base.image_newline) for f in output.pooler_output]
 
     def describe_videos(self, base, original, output, attention, args, kwargs) -> List[Media]:
-        return [_medium("video", f, base.image_newline) for f in output.pooler_output]  # [videos, tokens, H]
+        media = []
+        for features in output.pooler_output:  # [videos, tokens, H]
+            medium = _medium("video", features, base.image_newline)
+            if bool(medium.candidates[-1]):
+                # transformers < 5.23 appends the video's newline in the model's forward, after
+                # this function: the LLM receives one more token, never a candidate.
+                medium = Media("video", medium.num_tokens + 1, None,
+                               torch.cat([medium.candidates, medium.candidates.new_zeros(1)]))
+            media.append(medium)
+        return media
 
     def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
         return image_and_video_masks(base, original, args, kwargs)
