@@ -45,12 +45,18 @@ class ModelShape:
     vision: Tower
     vision_tokens: int  # tokens per vision-tower pass ([CLS] included)
     vision_passes: int  # crops / tiles per image
-    projector_flops_per_token: float  # per visual token the LLM receives (before pruning)
+    projector_flops_per_token: float  # per token the projector runs on
     llm: Tower
     vocab: int
     visual_tokens: int  # per image, as the LLM receives them without pruning
     vision_window: Optional[int] = None  # Qwen2.5-VL window attention span (tokens)
     vision_full_layers: int = 0  # layers with full attention despite windows
+    # Tokens per image the projector runs on, when not ``visual_tokens``: LLaVA-OneVision projects
+    # every crop's patches before unpadding, and its row-end newlines are a learned vector.
+    projector_tokens: Optional[int] = None
+    # Extra mergers shaped like the projector, run on every visual token before pruning (Qwen3-VL
+    # DeepStack); counted under vision, as they belong to the vision model.
+    deepstack_mergers: int = 0
 
 
 def _clip_l336() -> Tower:
@@ -74,6 +80,39 @@ PRESETS: Dict[str, ModelShape] = {
                                 2 * 4 * (5120 * 5120 + 5120 * 3584) / 4,
                                 Tower(28, 3584, 18944, 28, 4, True), 152064, 256, vision_window=64,
                                 vision_full_layers=4),
+    # Qwen3-VL-8B-Instruct at 512 x 512 (a round 256 tokens, as qwen2.5-vl-7b above; a multiple of
+    # 32 px inside the processor's pixel bounds, so not resized): 32 x 32 patches of 16 px, full
+    # attention in every vision block (no windows), 2 x 2 merger -> 16 x 16 = 256 tokens. Merger
+    # MLP 4 * 1152 = 4608 -> 4608 -> 4096; the 3 DeepStack mergers (after vision blocks 8, 16 and
+    # 24, 0-based) have the same shape and also run on all 256 tokens; the LLM adds their outputs
+    # to its first 3 layers' hidden states (additions not counted). Numbers: the checkpoint's config.json
+    # (vision_config: depth 27, hidden_size 1152, intermediate_size 4304, num_heads 16, patch_size
+    # 16, spatial_merge_size 2, out_hidden_size 4096, deepstack_visual_indexes [8, 16, 24];
+    # text_config: 36 layers, hidden 4096, intermediate 12288, 32 heads, 8 kv heads, head_dim 128,
+    # vocab 151936) as public code transcribes it (the Hub file itself was not read; these shapes
+    # give the published 8.767B parameters, 576.4M of them in vision); layer structure from
+    # transformers' models/qwen3_vl (plain GELU MLP in vision blocks, SwiGLU in the LLM).
+    "qwen3-vl-8b": ModelShape("qwen3-vl-8b",
+                              Tower(layers=27, hidden=1152, intermediate=4304, heads=16, kv_heads=16, gated_mlp=False),
+                              (512 // 16) ** 2, 1, 2 * (4608 * 4608 + 4608 * 4096),
+                              Tower(layers=36, hidden=4096, intermediate=12288, heads=32, kv_heads=8, gated_mlp=True),
+                              151936, (512 // 32) ** 2, deepstack_mergers=3),
+    # LLaVA-OneVision-7B (llava-hf) at 768 x 768, anyres_max_9: best grid pinpoint 768 x 768, so
+    # 5 SigLIP passes of 384 px (base + 2 x 2 crops), 27 x 27 = 729 patches each, no [CLS]. The LLM
+    # gets the base 729 + the crop grid 54 x 54 (square image: nothing unpadded; sqrt(54 * 54 /
+    # (9 * 729)) = 0.67 <= 1.1, so no anyres_max_9 downscaling) + 54 newlines, one per grid row =
+    # 3,699 tokens (what transformers' processor and model give). The projector (1152 -> 3584 ->
+    # 3584) runs on the 5 x 729 patches. SigLIP so400m with its last layer dropped: 26 layers,
+    # hidden 1152, intermediate 4304, 16 heads (transformers' convert_llava_onevision_weights_to_hf.py;
+    # LLaVA-NeXT's siglip_encoder.py drops layers[-1:]). LLM: Qwen2-7B-Instruct's config.json; vocab
+    # 152064 + 2 added tokens padded to a multiple of 64 = 152128 by the same conversion script.
+    "llava-onevision-7b": ModelShape("llava-onevision-7b",
+                                     Tower(layers=26, hidden=1152, intermediate=4304, heads=16, kv_heads=16,
+                                           gated_mlp=False),
+                                     (384 // 14) ** 2, 5, 2 * (1152 * 3584 + 3584 * 3584),
+                                     Tower(layers=28, hidden=3584, intermediate=18944, heads=28, kv_heads=4,
+                                           gated_mlp=True),
+                                     152128, 729 + 54 * 54 + 54, projector_tokens=5 * 729),
 }
 
 
@@ -89,7 +128,9 @@ def prefill_flops(shape: ModelShape, text_tokens: int, keep: Optional[int] = Non
         windowed = Tower(shape.vision.layers - shape.vision_full_layers, shape.vision.hidden, shape.vision.intermediate,
                          shape.vision.heads, shape.vision.kv_heads, shape.vision.gated_mlp)
         vision = full.flops(shape.vision_tokens, images) + windowed.flops(shape.vision_tokens, images, shape.vision_window)
-    projector = shape.projector_flops_per_token * shape.visual_tokens * images
+    projected = shape.visual_tokens if shape.projector_tokens is None else shape.projector_tokens
+    projector = shape.projector_flops_per_token * projected * images
+    vision += shape.deepstack_mergers * projector
     n = text_tokens + kept * images
     llm = shape.llm.flops(n) + 2 * shape.llm.hidden * shape.vocab
     # Selection: importance (relevance q/k at layer 0 over the image tokens) + k similarity rows.
@@ -125,10 +166,13 @@ def main(argv=None) -> int:
     rows = []
     for preset in args.model or sorted(PRESETS):
         rows += report(preset, args.text_tokens, [None] + args.keep)
-    print(f"{'model':<15}{'keep':>6}{'LLM tokens':>12}{'vision TF':>11}{'LLM TF':>9}{'total TF':>10}{'total':>8}{'LLM':>8}")
+    name_width = max(15, max(len(r["model"]) for r in rows) + 2)  # the longest preset name still aligns
+    print(f"{'model':<{name_width}}{'keep':>6}{'LLM tokens':>12}{'vision TF':>11}{'LLM TF':>9}{'total TF':>10}"
+          f"{'total':>8}{'LLM':>8}")
     for r in rows:
-        print(f"{r['model']:<15}{r['keep']:>6}{int(r['llm_tokens']):>12}{r['vision'] / 1e12:>11.3f}{r['llm'] / 1e12:>9.3f}"
-              f"{r['total'] / 1e12:>10.3f}{r['total_vs_unpruned']:>8.1%}{r['llm_vs_unpruned']:>8.1%}")
+        print(f"{r['model']:<{name_width}}{r['keep']:>6}{int(r['llm_tokens']):>12}{r['vision'] / 1e12:>11.3f}"
+              f"{r['llm'] / 1e12:>9.3f}{r['total'] / 1e12:>10.3f}{r['total_vs_unpruned']:>8.1%}"
+              f"{r['llm_vs_unpruned']:>8.1%}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
