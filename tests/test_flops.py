@@ -31,7 +31,7 @@ def test_llava_15_at_16_tokens():
     f16 = flops.prefill_flops(flops.PRESETS["llava-1.5-7b"], 32, 16)
     full = flops.prefill_flops(flops.PRESETS["llava-1.5-7b"], 32)
     assert f16["llm_tokens"] == 48 and full["llm_tokens"] == 608
-    # LLM FLOPs fall to 7.7% here; the paper's ">97% fewer FLOPs" counts differently (docs/flops.md).
+    # LLM FLOPs fall to 7.7% here; the paper's ">97% fewer FLOPs" counts differently (docs/efficiency.md, "Against the paper").
     assert 0.07 < f16["llm"] / full["llm"] < 0.085
 
 
