@@ -105,19 +105,18 @@ def language_inputs(model, kwargs) -> dict:
     return seen
 
 
-def mrope_pruned_greedy(model, kwargs, keep: torch.Tensor, steps: int, tail: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Greedy decoding by hand for M-RoPE models (Qwen2.5-VL, Qwen3-VL, Qwen3.5), one row at a
-    time, with the unpatched language model on the row's kept columns only: their embeddings,
-    their original (t, h, w) positions and - Qwen3-VL - their visual mask and exactly their
-    DeepStack rows. ``tail`` [B, n]: text tokens that follow the prompt (a later turn). Each
-    new token takes the next position on every axis. No cache: every step runs it all."""
+def mrope_pruned_rows(model, kwargs, keep: torch.Tensor):
+    """Per prompt row, a function ``next_logits(tokens)``: the unpatched language model run (no
+    cache) on the row's kept columns only - their embeddings, their original (t, h, w)
+    positions and, for Qwen3-VL, their visual mask and exactly their DeepStack rows - followed
+    by ``tokens`` (text; each at the next position on every axis); returns the last logits."""
     seen = language_inputs(model, kwargs)
     visual = seen.get("visual_pos_masks")
     llm, embed = model.model.language_model, model.get_input_embeddings()
-    out = []
-    for b in range(keep.shape[0]):
+
+    def row(b):
         cols = keep[b]
-        embeds = seen["inputs_embeds"][b, cols][None]
+        prompt = seen["inputs_embeds"][b, cols][None]
         positions = seen["position_ids"][-3:, b, cols][:, None]
         extra = {}
         if visual is not None:
@@ -126,23 +125,51 @@ def mrope_pruned_greedy(model, kwargs, keep: torch.Tensor, steps: int, tail: Opt
             rows_kept = mine[visual]  # DeepStack rows are row-major over the visual positions
             extra = dict(visual_pos_masks=visual[b, cols][None],
                          deepstack_visual_embeds=[d[rows_kept] for d in seen["deepstack_visual_embeds"]])
-        tokens = []
 
-        def append(token):
-            nonlocal embeds, positions, extra
+        def next_logits(tokens):
+            n = len(tokens)
             with torch.no_grad():
-                embeds = torch.cat([embeds, embed(token)[:, None]], dim=1)
-            positions = torch.cat([positions, positions.amax(dim=2, keepdim=True) + 1], dim=2)
-            if extra:
-                extra["visual_pos_masks"] = torch.cat([extra["visual_pos_masks"], extra["visual_pos_masks"].new_zeros(1, 1)], 1)
+                embeds = torch.cat([prompt, embed(torch.tensor([list(tokens)], dtype=torch.long))], dim=1)
+                pos = torch.cat([positions, positions.amax(dim=2, keepdim=True) + 1 + torch.arange(n)], dim=2)
+                more = dict(extra)
+                if extra:
+                    more["visual_pos_masks"] = torch.cat([extra["visual_pos_masks"], extra["visual_pos_masks"].new_zeros(1, n)], 1)
+                hidden = llm(inputs_embeds=embeds, position_ids=pos, use_cache=False, **more).last_hidden_state
+                return model.lm_head(hidden[0, -1])
 
-        for token in ([] if tail is None else tail[b]):
-            append(token[None])
+        return next_logits
+
+    return [row(b) for b in range(keep.shape[0])]
+
+
+def mrope_pruned_greedy(model, kwargs, keep: torch.Tensor, steps: int, tail: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Greedy decoding by hand for M-RoPE models (Qwen2.5-VL, Qwen3-VL, Qwen3.5) over each
+    row's hand-pruned sequence (``mrope_pruned_rows``). ``tail`` [B, n]: text tokens that follow
+    the prompt (a later turn). Returns the new tokens [B, steps]."""
+    out = []
+    for b, next_logits in enumerate(mrope_pruned_rows(model, kwargs, keep)):
+        tokens = [] if tail is None else tail[b].tolist()
+        start = len(tokens)
         for _ in range(steps):
-            with torch.no_grad():
-                hidden = llm(inputs_embeds=embeds, position_ids=positions, use_cache=False, **extra).last_hidden_state
-                token = model.lm_head(hidden[:, -1]).argmax(-1)
-            tokens.append(token)
-            append(token)
-        out.append(torch.stack(tokens, dim=1))
-    return torch.cat(out)
+            tokens.append(int(next_logits(tokens).argmax()))
+        out.append(tokens[start:])
+    return torch.tensor(out)
+
+
+def mrope_pruned_beams(model, kwargs, keep: torch.Tensor, steps: int, num_beams: int, num_return: int) -> torch.Tensor:
+    """Beam search by hand over each row's hand-pruned sequence, as generate() does it without
+    an end-of-sequence token: every step keeps the ``num_beams`` continuations of highest total
+    log-probability; the result is the ``num_return`` best beams, best first (all have the same
+    length, so the length penalty does not reorder them). Returns [B * num_return, steps]."""
+    out = []
+    for next_logits in mrope_pruned_rows(model, kwargs, keep):
+        beams = [((), 0.0)]
+        for _ in range(steps):
+            candidates = []
+            for tokens, score in beams:
+                logp = torch.log_softmax(next_logits(tokens).float(), dim=-1)
+                top = logp.topk(num_beams)
+                candidates += [(tokens + (int(t),), score + float(v)) for v, t in zip(top.values, top.indices)]
+            beams = sorted(candidates, key=lambda c: -c[1])[:num_beams]
+        out += [list(tokens) for tokens, _ in beams[:num_return]]
+    return torch.tensor(out)
