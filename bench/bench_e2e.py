@@ -16,8 +16,8 @@ the process with it and add the device-path variant to keep the default route si
 (the ``backend`` column then says "native" for the kernel).
 
 Models: llava-1.5-7b (336 px, 576 tokens), llava-next-7b (anyres 672 x 672, 2928), qwen2.5-vl-7b
-(448 x 448, 256) and qwen2.5-vl-7b-large (1904 x 1904: 136 x 136 patches, 4624 tokens). The slot
-qwen3-vl-8b is refused until the hooks support that family.
+(448 x 448, 256), qwen2.5-vl-7b-large (1904 x 1904: 136 x 136 patches, 4624 tokens), qwen3-vl-8b
+(512 x 512, 256, DeepStack) and llava-onevision-7b (anyres_max_9 at 768 x 768, 3699 with newlines).
 
 Writes <out-dir>/e2e_<size>_<device>.json and .png (prefill speedup against keep) and
 _share.png (importance + selection share of the pruned prefill) after every model, merging with
@@ -44,13 +44,14 @@ from idselect.flops import PRESETS, prefill_flops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-MODELS = ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-large")
-#: Models the benchmark will cover once idselect supports them (refused with this reason until then).
-PLANNED_MODELS = {"qwen3-vl-8b": "the Qwen3-VL family is not in idselect.hooks yet (new-families issue); "
-                                 "add its config to build() when it lands"}
-#: Parameter counts of the released checkpoints (Hugging Face model cards: llava-hf/llava-1.5-7b-hf,
-#: llava-hf/llava-v1.6-vicuna-7b-hf, Qwen/Qwen2.5-VL-7B-Instruct), to check the configs against.
-KNOWN_PARAMS = {"llava-1.5-7b": 7.06e9, "llava-next-7b": 7.06e9, "qwen2.5-vl-7b": 8.29e9, "qwen2.5-vl-7b-large": 8.29e9}
+MODELS = ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-large", "qwen3-vl-8b",
+          "llava-onevision-7b")
+#: Parameter counts of the released checkpoints, to check the configs against. Hugging Face model
+#: cards: llava-hf/llava-1.5-7b-hf, llava-hf/llava-v1.6-vicuna-7b-hf, Qwen/Qwen2.5-VL-7B-Instruct,
+#: llava-hf/llava-onevision-qwen2-7b-ov-hf ("8.03B params"). Qwen/Qwen3-VL-8B-Instruct: its card
+#: rounds to "9B params"; 8,767,123,696 is the safetensors total the Hub API reports for it.
+KNOWN_PARAMS = {"llava-1.5-7b": 7.06e9, "llava-next-7b": 7.06e9, "qwen2.5-vl-7b": 8.29e9, "qwen2.5-vl-7b-large": 8.29e9,
+                "qwen3-vl-8b": 8.767e9, "llava-onevision-7b": 8.03e9}
 
 #: variant -> (selection= of idselect.patch, function forced in place of the op, or None).
 VARIANTS = {
@@ -112,10 +113,66 @@ def qwen_configs(size, depth=None):
     return vision, text
 
 
+def qwen3_configs(size, depth=None):
+    """Qwen3-VL-8B-Instruct. Real widths: its config.json as public code transcribes it (the Hub
+    file itself was not read here; see also the qwen3-vl-8b preset in idselect/flops.py): vision
+    depth 27, hidden 1152, intermediate 4304, 16 heads, 16 px patches, 2 x 2 merger to 4096, a
+    learned 48 x 48 position grid (num_position_embeddings 2304), DeepStack after vision blocks 8,
+    16, 24; text 36 layers, hidden 4096, intermediate 12288, 32 heads, 8 kv heads, head_dim 128,
+    vocab 151936, rope_theta 5e6 (also NVIDIA Megatron-Bridge's Qwen3-VL provider's rotary_base)
+    with interleaved M-RoPE sections 24 / 20 / 20 (of head_dim / 2 = 64), 262144 positions,
+    tie_word_embeddings false (the 2B / 4B tie). These shapes give exactly the 8,767,123,696
+    parameters the Hub reports; rope settings carry no parameters, so only those sources back them."""
+    if size == "real":
+        vision_depth = _layers(27, depth)
+        # At a reduced depth DeepStack taps the first layers, so that its rows are still pruned.
+        deepstack = [8, 16, 24] if vision_depth > 24 else list(range(min(3, vision_depth)))
+        vision = dict(depth=vision_depth, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
+                      spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096, num_position_embeddings=2304,
+                      deepstack_visual_indexes=deepstack)
+        text = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=_layers(36, depth),
+                    num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                    max_position_embeddings=262144,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                                     "mrope_interleaved": True})
+    else:  # same token counts (16 px patches, learned grid, 2 DeepStack taps), tiny widths
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, patch_size=16, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=256, num_position_embeddings=2304,
+                      deepstack_visual_indexes=[0, 1])
+        text = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                    num_key_value_heads=2, head_dim=32, vocab_size=151936, max_position_embeddings=32768,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
+                                     "mrope_interleaved": True})
+    return vision, text
+
+
+def onevision_configs(size, depth=None):
+    """llava-hf/llava-onevision-qwen2-7b-ov-hf. Real widths: SigLIP so400m at 384 px, 14 px patches,
+    its last layer dropped (26 layers), no pooling head (transformers' LlavaOnevisionConfig
+    defaults, written for that checkpoint; the flops preset cites the conversion script); LLM
+    Qwen2-7B: 28 layers, hidden 3584, intermediate 18944, 28 heads, 4 kv heads, rope_theta 1e6,
+    32768 positions (Qwen2-7B-Instruct's config.json as public code transcribes it), vocab 152128
+    (152064 + 2 added tokens padded to a multiple of 64 by the conversion), untied LM head."""
+    from transformers import Qwen2Config, SiglipVisionConfig
+
+    if size == "real":
+        vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=_layers(26, depth),
+                                    num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False)
+        text = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=_layers(28, depth),
+                           num_attention_heads=28, num_key_value_heads=4, vocab_size=152128,
+                           max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                           tie_word_embeddings=False)
+    else:  # same token counts (384 px crops, 14 px patches), tiny widths
+        vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                    image_size=384, patch_size=14, vision_use_head=False)
+        text = Qwen2Config(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                           num_key_value_heads=2, vocab_size=152128, max_position_embeddings=32768,
+                           rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=False)
+    return vision, text
+
+
 def build(name, size, depth=None):
     """The Spec of a model name. ``depth``: real widths with that many layers in each tower."""
-    if name in PLANNED_MODELS:
-        raise ValueError(f"{name}: not benchmarked yet: {PLANNED_MODELS[name]}")
     if name == "llava-1.5-7b":
         from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -149,6 +206,36 @@ def build(name, size, depth=None):
         return Spec(name, Qwen2_5_VLForConditionalGeneration, cfg,
                     {"pixel_values": pixels, "image_grid_thw": torch.tensor([[1, side, side]])},
                     side * side // 4, 151655, shape)
+    if name == "qwen3-vl-8b":
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        vision, text = qwen3_configs(size, depth)
+        cfg = Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=151655, video_token_id=151656,
+                            vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=False)
+        # 16 px patches, 2 x 2 merger: 512 px -> 32 x 32 patches -> 256 tokens.
+        pixels = torch.randn(32 * 32, 3 * 2 * 16 * 16)  # channels x temporal patch x patch x patch
+        return Spec(name, Qwen3VLForConditionalGeneration, cfg,
+                    {"pixel_values": pixels, "image_grid_thw": torch.tensor([[1, 32, 32]])}, 256, 151655,
+                    PRESETS["qwen3-vl-8b"])
+    if name == "llava-onevision-7b":
+        from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+        vision, text = onevision_configs(size, depth)
+        sides = range(384, 2305, 384)  # 1 to 6 crops of 384 px per side
+        # Token ids, feature layer -1 with the "full" strategy (SigLIP has no [CLS]), anyres_max_9 and
+        # the 6 x 6 grid of 384 px pinpoints are transformers' LlavaOnevisionConfig defaults, written
+        # for this checkpoint; spelled out so that a change of defaults cannot change the benchmark.
+        cfg = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=151646,
+                                   video_token_index=151647, vision_feature_layer=-1,
+                                   vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+                                   image_grid_pinpoints=[[h, w] for h in sides for w in sides],
+                                   tie_word_embeddings=False)
+        # 768 x 768: pinpoint 768 x 768, base + 2 x 2 crops of 27 x 27 patches; the LLM gets the base
+        # 729 + the 54 x 54 crop grid + 54 newlines (no unpadding of a square image, no anyres_max_9
+        # downscaling at 4 crops).
+        return Spec(name, LlavaOnevisionForConditionalGeneration, cfg,
+                    {"pixel_values": torch.randn(1, 5, 3, 384, 384), "image_sizes": torch.tensor([[768, 768]])},
+                    729 + 54 * 54 + 54, 151646, PRESETS["llava-onevision-7b"])
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -286,7 +373,9 @@ def vision_attention_calls(spec, batch):
     """Attention calls of one vision-tower pass (Qwen: per window in windowed layers)."""
     shape = spec.flops_shape
     if shape.vision_window is None:
-        return shape.vision.layers  # CLIP attends over the whole batch in one call per layer
+        if spec.name.startswith("qwen"):  # packed images, one sdpa call per image (cu_seqlens split)
+            return batch * shape.vision.layers
+        return shape.vision.layers  # CLIP / SigLIP attend over the whole batch in one call per layer
     windows = max(1, shape.vision_tokens // shape.vision_window)
     full = shape.vision_full_layers
     return batch * ((shape.vision.layers - full) * windows + full)
@@ -305,7 +394,8 @@ def memory_estimate_gib(spec, params, batch, keep, text_tokens, new_tokens, byte
     # One decoder layer at a time: residual, norm, q/o, k/v, attention output, gate/up/activation.
     llm_layer = batch * n_llm * (4 * llm.hidden + 2 * kv_dim + 3 * llm.intermediate) * bytes_per
     vision_tokens = batch * shape.vision_passes * shape.vision_tokens
-    # LLaVA keeps every layer's hidden states (vision_feature_layer=-2 asks for them all).
+    # The LLaVA family keeps every layer's hidden states (vision_feature_layer indexes them: -2, or
+    # -1 for OneVision, still read from hidden_states).
     kept_states = vis.layers + 1 if spec.name.startswith("llava") else 2
     vision = vision_tokens * (kept_states * vis.hidden + 4 * vis.hidden + 3 * vis.intermediate) * bytes_per
     embeds = 2 * batch * n_full * llm.hidden * bytes_per  # inputs_embeds and its merged copy
@@ -523,7 +613,7 @@ def parse_args(argv):
     p.add_argument("--size", choices=["small", "real"], default="small")
     p.add_argument("--device", default="cpu")
     p.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
-                   help=f"any of {', '.join(MODELS)} (planned: {', '.join(PLANNED_MODELS)})")
+                   help=f"any of {', '.join(MODELS)}")
     p.add_argument("--keeps", type=positive_int, nargs="+", default=[192, 128, 64, 16])
     p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8])
     p.add_argument("--variants", nargs="+", default=["id", "topk", "reference"], choices=list(VARIANTS))
@@ -545,8 +635,6 @@ def parse_args(argv):
             p.error(f"--merge: no such file: {', '.join(missing)}")
         return args
     for name in args.models:
-        if name in PLANNED_MODELS:
-            p.error(f"--models: {name} is planned, not available: {PLANNED_MODELS[name]}")
         if name not in MODELS:
             p.error(f"--models: unknown model {name!r} (choose from {', '.join(MODELS)})")
     if args.depth is not None and args.size != "real" and not args.dry_run:

@@ -1,7 +1,7 @@
 """CI checks of the end-to-end benchmark: a smoke run at small shapes (two models into one
 results file, batch 1 and 2, every variant), the backend swap it uses for the reference
-variant, the dry run of the real shapes (meta-device build, one reduced-depth check), and its
-flag errors."""
+variant, the dry run of the real shapes (meta-device build, one reduced-depth check), the token
+and parameter counts of the Qwen3-VL and LLaVA-OneVision entries, and its flag errors."""
 import json
 import os
 import sys
@@ -83,6 +83,8 @@ def test_dry_run_real_shapes(tmp_path):
             assert r[f"peak_estimate_gib_b{batch}"] > r[f"peak_parts_gib_b{batch}"]["weights"] > 13
     assert by_model["qwen2.5-vl-7b-large"]["visual_tokens_expected"] == 68 * 68
     assert by_model["llava-next-7b"]["visual_tokens_expected"] == 576 + 48 * 48 + 48
+    assert by_model["qwen3-vl-8b"]["visual_tokens_expected"] == 16 * 16
+    assert by_model["llava-onevision-7b"]["visual_tokens_expected"] == 729 + 54 * 54 + 54
     assert all(call["fits"] for call in plan["meta"]["device_calls"])
     assert {c["model"] for c in plan["meta"]["device_calls"]} == set(bench_e2e.MODELS)
 
@@ -92,8 +94,31 @@ def test_dry_run_real_shapes(tmp_path):
     assert check["visual_tokens_after"] == 16 and check["sequence_length_after"] == 48
 
 
+@pytest.mark.parametrize("name, visual", [("qwen3-vl-8b", 16 * 16), ("llava-onevision-7b", 729 + 54 * 54 + 54)])
+def test_qwen3_vl_and_onevision_token_and_parameter_counts(name, visual):
+    """What the hooks see in a pruned prefill of the small build (the real token counts: 512 px
+    in 16 px patches merged 2 x 2; 768 px anyres_max_9 = base + 2 x 2 crops of 27 x 27 patches,
+    plus a newline per grid row), and the real shapes' parameter count against the released
+    checkpoint within the dry run's 1%."""
+    spec = bench_e2e.build(name, "small")
+    assert spec.visual_tokens == visual
+    model = bench_e2e.make_model(spec, "cpu", torch.float32)
+    inputs = bench_e2e.batched_inputs(spec, 2, 32, "cpu", torch.float32)
+    with torch.no_grad(), idselect.patch(model, keep=16) as handle:
+        model(**inputs, use_cache=True, logits_to_keep=1)
+    stats = handle.last_stats
+    assert stats["visual_tokens_before"] == 2 * visual and stats["visual_tokens_after"] == 2 * 16
+    assert stats["sequence_length_before"] == visual + 32 and stats["sequence_length_after"] == 16 + 32
+    del model
+    real = bench_e2e.build(name, "real")
+    with torch.device("meta"):
+        params = bench_e2e.param_count(real.cls(real.config))
+    assert abs(params / bench_e2e.KNOWN_PARAMS[name] - 1) < 0.01
+    if name == "qwen3-vl-8b":
+        assert params == 8_767_123_696  # the Hub's exact safetensors total for Qwen/Qwen3-VL-8B-Instruct
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "qwen3-vl-8b"], "qwen3-vl-8b is planned"),
     (["--models", "llava-2"], "unknown model 'llava-2'"),
     (["--keeps", "0"], "--keeps"),
     (["--batches", "x"], "--batches"),
