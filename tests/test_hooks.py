@@ -107,7 +107,7 @@ def test_unsupported_model_is_type_error():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50))
-    with pytest.raises(TypeError, match=r"model_type 'llama'.*supported: internvl, llava, llava_next, llava_onevision, qwen2_5_vl, qwen3_vl, video_llava"):
+    with pytest.raises(TypeError, match=r"model_type 'llama'.*supported: internvl, llava, llava_next, llava_onevision, qwen2_5_vl, qwen3_5, qwen3_vl, video_llava"):
         idselect.patch(model, keep=4)
 
 

@@ -1,5 +1,6 @@
 """LLaVA-OneVision specifics: newline tokens are never candidates (anyres images, multi-image
 rows, videos), a budget counts an image over all its crops and a video over all its frames."""
+import pytest
 import torch
 
 import idselect
@@ -69,3 +70,14 @@ def test_onevision_video_is_selected_jointly_over_frames_without_its_newline():
     assert kept[0].numel() == 5 and kept[0].max() < 16
     embeds, mask = hand_pruned(model, kwargs, kept)
     assert torch.equal(out[:, -NEW:], generate_on_embeds(model, embeds, mask, max_new_tokens=NEW))
+
+
+def test_onevision_with_a_cls_tower_is_refused_at_patch_time():
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    cfg = LlavaOnevisionConfig(vision_config=tiny._vision(), text_config=tiny._text(), image_token_index=tiny.IMAGE_TOKEN,
+                               video_token_index=tiny.VIDEO_TOKEN, image_grid_pinpoints=[[28, 56], [56, 28], [56, 56]])
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    with pytest.raises(TypeError, match=r"llava_onevision with a 'clip_vision_model' vision tower is not supported"):
+        idselect.patch(model, keep=4)
+    assert "_idselect_handle" not in model.model.__dict__

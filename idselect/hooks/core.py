@@ -553,9 +553,11 @@ class PatchHandle:
         B, L, _ = embeds.shape
         past = _past_length(kwargs)
         if opts.relevance_layer > 0 and past > 0:
+            first_is_attention = hasattr(layers[0], "self_attn")  # Qwen3.5: layer 0 is linear attention
             raise NotImplementedError(
                 f"idselect: relevance_layer={opts.relevance_layer} needs the LLM's layers on the whole "
-                "conversation, but this call continues a cache; use relevance_layer=0 or start a new cache"
+                "conversation, but this call continues a cache; "
+                + ("use relevance_layer=0 or start a new cache" if first_is_attention else "start a new cache")
             )
         positions = self._chunk_positions(kwargs, state, chunk_mask)
         hidden = embeds
