@@ -148,14 +148,18 @@ def tiny_qwen2_5_vl(seed: int = 0):
     return _finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
 
 
+#: Qwen3-VL / Qwen3.5 vision tower: depth 3, 8 px patches, a learned 4 x 4 position grid, 2 x 2 merger.
+_QWEN3_VISION = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, spatial_merge_size=2,
+                     temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16)
+
+
 def tiny_qwen3_vl(seed: int = 0):
     """Qwen3-VL layout: vision depth 3 (8 px patches, learned 4 x 4 position grid) with
     DeepStack features from vision layers 0 and 1 added after LLM layers 0 and 1, 2 x 2 merger,
     3-layer text model with interleaved M-RoPE (mrope_section 2/2/2 of head_dim 12)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+    vision = dict(_QWEN3_VISION, deepstack_visual_indexes=[0, 1])
     text = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=12, max_position_embeddings=1024, pad_token_id=PAD_TOKEN,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2],
@@ -171,8 +175,7 @@ def tiny_qwen3_5(seed: int = 0):
     q / k norms in layers 1 and 3), interleaved M-RoPE on half of head_dim 12."""
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 
-    vision = dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=8, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=48, num_position_embeddings=16)
+    vision = _QWEN3_VISION
     text = dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, head_dim=12, max_position_embeddings=1024, pad_token_id=PAD_TOKEN,
                 linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,

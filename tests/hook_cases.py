@@ -22,6 +22,7 @@ MODELS = {
     "qwen3_5": tiny.tiny_qwen3_5,
 }
 MROPE = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")  # 3-D M-RoPE positions: the prompt pruned by hand is not a shorter prompt
+TIMESTAMPED_VIDEOS = ("qwen3_vl", "qwen3_5")  # a timestamp before every frame: one placeholder run per frame
 FRAMES, PER_FRAME = 4, 17  # Video-LLaVA videos keep [CLS]: 16 patches + 1 per frame
 NEXT_SIZES = [[28, 56], [56, 56], [56, 28], [28, 28]]
 QWEN_IMAGE_GRID, QWEN_VIDEO_GRID = (1, 8, 8), (2, 8, 8)  # 16 and 32 tokens after the 2 x 2 merger
@@ -70,7 +71,7 @@ def build(family, model, rows, first_row=0):
             ids += [102] + [tiny.VIDEO_TOKEN] * (t * h * w // 4) + [103]
             videos.append(torch.randn(t * h * w, 1176, generator=g))
             counts.append(t * h * w // 4)
-        if family in ("qwen3_vl", "qwen3_5"):
+        if family in TIMESTAMPED_VIDEOS:
             t, h, w = QWEN_VIDEO_GRID
             for frame in range(t):  # "<timestamp> <vision_start> frame <vision_end>"
                 ids += text(g, 1) + [102] + [tiny.VIDEO_TOKEN] * (h * w // 4) + [103]
@@ -115,4 +116,4 @@ def case(family, rows, seed=0):
 
 def runs_per_video(family):
     """Runs of adjacent placeholders that make one video (Qwen3-VL: one per frame)."""
-    return QWEN_VIDEO_GRID[0] if family in ("qwen3_vl", "qwen3_5") else 1
+    return QWEN_VIDEO_GRID[0] if family in TIMESTAMPED_VIDEOS else 1

@@ -46,20 +46,21 @@ def kept_columns(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
     return keep
 
 
-def llm_input_embeds(model, kwargs) -> torch.Tensor:
-    """What the unpatched model feeds its language model for ``kwargs`` (features merged)."""
+def language_inputs(model, kwargs) -> dict:
+    """The keyword arguments the unpatched model hands its language model for ``kwargs``."""
     seen = {}
-
-    def grab(module, args, kw):
-        seen["embeds"] = kw["inputs_embeds"].detach().clone()
-
-    hook = model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    hook = model.model.language_model.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
     try:
         with torch.no_grad():
             model(**kwargs)
     finally:
         hook.remove()
-    return seen["embeds"]
+    return seen
+
+
+def llm_input_embeds(model, kwargs) -> torch.Tensor:
+    """What the unpatched model feeds its language model for ``kwargs`` (features merged)."""
+    return language_inputs(model, kwargs)["inputs_embeds"]
 
 
 def left_pack(embeds: torch.Tensor, keep: torch.Tensor):
@@ -91,18 +92,6 @@ def generate_on_embeds(model, embeds, mask, **gen):
     """The unpatched model's generate() over a sequence given as embeddings: new tokens."""
     with torch.no_grad():
         return model.generate(inputs_embeds=embeds, attention_mask=mask, **gen)
-
-
-def language_inputs(model, kwargs) -> dict:
-    """The keyword arguments the unpatched model hands its language model for ``kwargs``."""
-    seen = {}
-    hook = model.model.language_model.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
-    try:
-        with torch.no_grad():
-            model(**kwargs)
-    finally:
-        hook.remove()
-    return seen
 
 
 def mrope_pruned_rows(model, kwargs, keep: torch.Tensor):

@@ -77,6 +77,7 @@ def image_and_video_masks(base: nn.Module, original, args, kwargs) -> Dict[str, 
 class LlavaAdapter(FamilyAdapter):
     model_type = "llava"
     tower_attr = "vision_tower"
+    supported_towers = CLS_TOWERS + NO_CLS_TOWERS  # vision_config.model_type values this family serves
 
     def feature_layer_and_strategy(self, base, named):
         layer = named.get("vision_feature_layer")
@@ -124,10 +125,10 @@ class LlavaAdapter(FamilyAdapter):
 
     def check(self, model: nn.Module) -> None:
         tower = self.vision_model_type(model)
-        if tower not in CLS_TOWERS + NO_CLS_TOWERS:
+        if tower not in self.supported_towers:
             raise TypeError(
                 f"idselect.patch: {self.model_type} with a {tower!r} vision tower is not supported "
-                f"(supported towers: {', '.join(CLS_TOWERS + NO_CLS_TOWERS)})"
+                f"(supported towers: {', '.join(self.supported_towers)})"
             )
 
     def install(self, handle: PatchHandle) -> None:

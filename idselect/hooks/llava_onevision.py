@@ -27,13 +27,7 @@ def _medium(modality: str, features: torch.Tensor, newline: torch.Tensor) -> Med
 
 class LlavaOnevisionAdapter(LlavaAdapter):
     model_type = "llava_onevision"
-
-    def check(self, model) -> None:
-        # Released checkpoints use SigLIP; no saliency is laid out for a [CLS] tower here.
-        tower = self.vision_model_type(model)
-        if tower not in NO_CLS_TOWERS:
-            raise TypeError(f"idselect.patch: llava_onevision with a {tower!r} vision tower is not supported "
-                            f"(supported towers: {', '.join(NO_CLS_TOWERS)})")
+    supported_towers = NO_CLS_TOWERS  # released checkpoints use SigLIP; no saliency is laid out for a [CLS] tower
 
     def describe_images(self, base, original, output, attention, args, kwargs) -> List[Media]:
         return [_medium("image", f, base.image_newline) for f in output.pooler_output]
