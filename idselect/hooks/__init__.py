@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import compat
 from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
@@ -114,7 +115,7 @@ def patch(
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
         selection=_choice_option("selection", selection, SELECTION_CHOICES),
     )
-    handle = PatchHandle(model, adapter, options)
+    handle = PatchHandle(model, adapter, options, _cache_argument(model, adapter))
     try:
         adapter.install(handle)
     except Exception:
@@ -122,6 +123,24 @@ def patch(
         raise
     base.__dict__[HANDLE_ATTR] = handle
     return handle
+
+
+def _cache_argument(model: nn.Module, adapter: FamilyAdapter) -> str:
+    """The name this transformers release gives the cache argument, read from the language
+    model's forward and required of the model's other forwards the hooks wrap: a release that
+    renames it to something else is refused here, not misread later."""
+    forwards = {"language model": adapter.language_model(model).forward, "base model": adapter.base(model).forward,
+                "model": model.forward}
+    names = {where: compat.cache_argument(fn) for where, fn in forwards.items()}
+    found = set(names.values())
+    if len(found) != 1 or None in found:
+        raise TypeError(
+            f"idselect.patch: cannot tell how transformers {compat.transformers_version()} passes the cache: the "
+            f"forwards of {type(model).__name__} take it as {names} (idselect knows {', '.join(compat.CACHE_ARGUMENTS)}); "
+            f"idselect is verified on transformers {compat.SUPPORTED_TRANSFORMERS[0]} to {compat.SUPPORTED_TRANSFORMERS[1]}: "
+            "install a release in that range, or a newer idselect"
+        )
+    return found.pop()
 
 
 def _keep_option(keep) -> Union[int, float]:

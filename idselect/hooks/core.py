@@ -40,6 +40,7 @@ from torch import nn
 
 from .. import importance as imp
 from ..api import select as id_select
+from .compat import bound_arguments, output_cache
 
 IMPORTANCE_CHOICES = ("auto", "unified", "saliency", "relevance")
 SELECTION_CHOICES = ("id", "topk")  # ID-Selection; plain top-k by importance (the baseline)
@@ -164,10 +165,11 @@ class PatchHandle:
     several threads at once (docs/hooks.md says what is shared).
     """
 
-    def __init__(self, model: nn.Module, adapter: "FamilyAdapter", options: Options):
+    def __init__(self, model: nn.Module, adapter: "FamilyAdapter", options: Options, cache_arg: str):
         self.model = model
         self.adapter = adapter
         self.options = options
+        self.cache_arg = cache_arg  # the release's name of the cache argument (compat.cache_argument)
         self._saved: List[tuple] = []
         self._stats_lock = threading.Lock()
         self._last: Optional[Dict[str, Any]] = None  # raw statistics of the last pruning
@@ -256,16 +258,14 @@ class PatchHandle:
     def wrap_generate(self, original: Callable) -> Callable:
         """Give one ``generate()`` call a context of its own (see ``_Generation``)."""
         def generate(*args, **kwargs):
-            from .llava import bound_arguments
-
-            named = bound_arguments(original, args, kwargs)
+            named = bound_arguments(original, args, kwargs, self.cache_arg)
             sequence = next((named[k] for k in ("inputs", "input_ids", "inputs_embeds") if named.get(k) is not None), None)
             mask = named.get("attention_mask")
             use_cache = named.get("use_cache")
             if use_cache is None:  # as generate() resolves it: its config argument, else the model's
                 config = named.get("generation_config") or self.model.generation_config
                 use_cache = getattr(config, "use_cache", True)
-            continues = cache_state(named.get("past_key_values"))
+            continues = cache_state(named.get(self.cache_arg))
             input_length = int(sequence.shape[1]) if sequence is not None else 0
             if continues is not None and input_length <= continues.original_length:
                 raise ValueError(
@@ -335,9 +335,7 @@ class PatchHandle:
 
     def wrap_model_forward(self, original: Callable, token_masks: Callable[..., Dict[str, torch.Tensor]]) -> Callable:
         def forward(*args, **kwargs):
-            from .llava import bound_arguments
-
-            named = bound_arguments(original, args, kwargs)
+            named = bound_arguments(original, args, kwargs, self.cache_arg)
             gen = self._current_generation()
             if gen is not None and gen.first_forward:
                 gen.first_forward = False
@@ -360,7 +358,7 @@ class PatchHandle:
         so it re-feeds the last (original_length - length) tokens the cache already holds:
         drop them here, before the model embeds them."""
         state = gen.continues
-        cache = named.get("past_key_values")
+        cache = named.get(self.cache_arg)
         if state is None or cache_state(cache) is not state:
             return named
         overlap = state.original_length - state.length
@@ -379,9 +377,7 @@ class PatchHandle:
 
     def wrap_language_model(self, original: Callable) -> Callable:
         def forward(*args, **kwargs):
-            from .llava import bound_arguments
-
-            kwargs = bound_arguments(original, args, kwargs)
+            kwargs = bound_arguments(original, args, kwargs, self.cache_arg)
             call = self._current_call()
             token = _CALL.set(None)  # consumed: a nested LLM call (relevance layers) sees none
             try:
@@ -394,7 +390,7 @@ class PatchHandle:
     def _language_model_call(self, original, call: Optional[_Call], kwargs):
         """One call into the language model: a prefill with media, or a call that continues a
         cache with a pruning state, or (neither) the model untouched."""
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get(self.cache_arg)
         state = cache_state(cache)
         if state is not None:
             held = int(cache.get_seq_length())
@@ -510,7 +506,7 @@ class PatchHandle:
             # generate() may hand the model prepared 4-D masks (static caches, beams): use the
             # 2-D mask it was given, rows repeated as generate() repeats them.
             full = given.repeat_interleave(B // given.shape[0], dim=0)
-            start = state.original_length if state is not None else _past_length(kwargs)
+            start = state.original_length if state is not None else self._past_length(kwargs)
             tail = full[:, start : start + q].to(embeds.device)
             if tail.shape[1] < q:
                 tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
@@ -551,7 +547,7 @@ class PatchHandle:
         llm = self.adapter.language_model(self.model)
         layers = self.adapter.decoder_layers(llm)
         B, L, _ = embeds.shape
-        past = _past_length(kwargs)
+        past = self._past_length(kwargs)
         if opts.relevance_layer > 0 and past > 0:
             first_is_attention = hasattr(layers[0], "self_attn")  # Qwen3.5: layer 0 is linear attention
             raise NotImplementedError(
@@ -565,7 +561,7 @@ class PatchHandle:
             run = dict(kwargs, attention_mask=chunk_mask)
             if "cache_position" in run:
                 run["cache_position"] = None
-            hidden = _run_until_layer(llm_forward, layers[opts.relevance_layer], run)
+            hidden = _run_until_layer(llm_forward, layers[opts.relevance_layer], run, self.cache_arg)
         last = _last_token_index(chunk_mask, B, L, embeds.device)
         rotary = None
         if opts.relevance_rope:
@@ -689,7 +685,7 @@ class PatchHandle:
             mask_known = mask_known or not bool(new_chunk_mask.bool().all())
         new_real = new_chunk_mask.bool()
 
-        past = state.length if state is not None else _past_length(kwargs)
+        past = state.length if state is not None else self._past_length(kwargs)
         caller_mask = kwargs.get("attention_mask")
         head = None
         if state is not None:
@@ -720,13 +716,17 @@ class PatchHandle:
         """Run the LLM on the translated call; the cache it filled (passed in, or created by
         the LLM itself) records the new state."""
         output = original(**new_kwargs)
-        cache = new_kwargs.get("past_key_values")
+        cache = new_kwargs.get(self.cache_arg)
         if cache is None:
-            cache = getattr(output, "past_key_values", None)
+            cache = output_cache(output, self.cache_arg)
         if cache is not None and new_kwargs.get("use_cache", True) is not False:
             setattr(cache, STATE_ATTR, new_state)
             self.adapter.after_prefill(self.model, new_state)
         return output
+
+    def _past_length(self, kwargs) -> int:
+        cache = kwargs.get(self.cache_arg)
+        return int(cache.get_seq_length()) if cache is not None else 0
 
     def _chunk_positions(self, kwargs, state: Optional[CacheState], counted: torch.Tensor) -> torch.Tensor:
         """Positions of this call's tokens: the caller's (fresh cache), or the cache's next
@@ -739,7 +739,7 @@ class PatchHandle:
             return positions[0] if state.position_rows == 0 else positions
         positions = kwargs.get("position_ids")
         if positions is None:
-            positions = (torch.arange(q, device=device) + _past_length(kwargs))[None].expand(B, q)
+            positions = (torch.arange(q, device=device) + self._past_length(kwargs))[None].expand(B, q)
         return positions
 
 
@@ -750,11 +750,6 @@ def _with_context(var: contextvars.ContextVar, value, fn: Callable, args, kwargs
         return fn(*args, **kwargs)
     finally:
         var.reset(token)
-
-
-def _past_length(kwargs) -> int:
-    cache = kwargs.get("past_key_values")
-    return int(cache.get_seq_length()) if cache is not None else 0
 
 
 def _expand_for_rows(media: List[Media], row_counts: List[int], modality: str) -> List[Media]:
@@ -825,7 +820,7 @@ class _StopForward(Exception):
     pass
 
 
-def _run_until_layer(llm_forward, layer: nn.Module, kwargs) -> torch.Tensor:
+def _run_until_layer(llm_forward, layer: nn.Module, kwargs, cache_arg: str) -> torch.Tensor:
     """Run the LLM on this call's sequence until ``layer``; return that layer's input. The
     hook acts only in this thread: other threads running the same model pass through."""
     captured = {}
@@ -838,7 +833,7 @@ def _run_until_layer(llm_forward, layer: nn.Module, kwargs) -> torch.Tensor:
 
     handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        run_kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
+        run_kwargs = {k: v for k, v in kwargs.items() if k not in (cache_arg, "use_cache")}
         with torch.no_grad():
             llm_forward(**run_kwargs, use_cache=False)
     except _StopForward:

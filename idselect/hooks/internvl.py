@@ -13,7 +13,8 @@ from typing import List
 import torch
 
 from .core import Media
-from .llava import LlavaAdapter, bound_arguments
+from .compat import bound_arguments
+from .llava import LlavaAdapter
 
 
 class InternVLAdapter(LlavaAdapter):

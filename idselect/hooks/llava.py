@@ -1,7 +1,6 @@
 """LLaVA-1.5 (``llava``), LLaVA-NeXT (``llava_next``) and Video-LLaVA (``video_llava``)."""
 from __future__ import annotations
 
-import inspect
 import sys
 from typing import Dict, List, Optional
 
@@ -9,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import importance as imp
+from .compat import bound_arguments
 from .core import FamilyAdapter, Media, PatchHandle
 
 
@@ -28,17 +28,6 @@ def encoder_layers(tower: nn.Module):
         except AttributeError:
             continue
     raise TypeError(f"idselect: cannot find the encoder layers of {type(tower).__name__}")
-
-
-def bound_arguments(fn, args, kwargs) -> Dict:
-    """A call's arguments by name (the wrapped functions are called both ways)."""
-    try:
-        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
-    except TypeError:
-        return dict(kwargs)
-    named = dict(bound.arguments)
-    named.update(named.pop("kwargs", {}) or {})
-    return named
 
 
 def layer_feeding(tower: nn.Module, feature_layer) -> Optional[nn.Module]:

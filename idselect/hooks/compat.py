@@ -1,0 +1,100 @@
+"""The transformers releases the hooks are verified on, and what differs between them.
+
+This module is the one place that declares the supported range and the one place that knows
+how releases name things; the rest of the hooks ask it. docs/hooks.md ("Supported transformers
+versions") lists the differences found by reading each release's code:
+
+========  ======================================================================================
+release   what changed for the hooks
+========  ======================================================================================
+5.17.0    lowest verified. Qwen3-VL's ``get_image_features`` returns its DeepStack features as
+          one tensor per layer (all images); later releases split them per image.
+5.18.0    generate() and the Qwen M-RoPE models refactored their cache / rope-delta handling
+          (no change in what the hooks see).
+5.24.0    the cache argument is renamed: forwards take ``cache`` and outputs carry ``cache``;
+          ``past_key_values`` (and Qwen3.5's ``cache_params``) survive as deprecated aliases
+          that transformers renames with a warning; generate() passes ``cache=``.
+========  ======================================================================================
+
+How the name of the cache argument is found: from the signature of the language model's
+forward (``cache`` or ``past_key_values``), checked at ``patch()`` against the model's other
+wrapped forwards, so a release that renames it again is refused at ``patch()`` instead of
+being misread.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, Optional, Tuple
+
+#: Lowest and highest transformers releases the hooks are verified on (every generation
+#: pattern of every family, against oracles that do not use the hooks). Outside this range
+#: ``idselect.patch`` runs its self-check first (idselect.hooks.selfcheck).
+SUPPORTED_TRANSFORMERS: Tuple[str, str] = ("5.17.0", "5.24.0")
+
+#: Names a forward may take its cache under, newest first. 5.24 renamed past_key_values to
+#: cache (and Qwen3.5's linear-attention layers' cache_params to cache).
+CACHE_ARGUMENTS = ("cache", "past_key_values")
+DEPRECATED_CACHE_ALIASES = ("past_key_values", "cache_params")  # renamed to "cache" by transformers >= 5.24
+
+
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """(major, minor, patch) of a release string; pre-release and local tags are ignored
+    (5.25.0.dev0 counts as 5.25.0: not verified)."""
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits or 0))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def in_supported_range(version: str) -> bool:
+    low, high = SUPPORTED_TRANSFORMERS
+    return version_tuple(low) <= version_tuple(version) <= version_tuple(high)
+
+
+def cache_argument(fn: Callable) -> Optional[str]:
+    """The name ``fn`` takes the cache under (``cache`` or ``past_key_values``), None if it
+    names neither."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((name for name in CACHE_ARGUMENTS if name in params), None)
+
+
+def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None) -> Dict[str, Any]:
+    """A call's arguments by name (the wrapped functions are called both ways). With
+    ``cache_arg="cache"``, the deprecated aliases (``past_key_values``, ``cache_params``) are
+    renamed to it as transformers itself renames them, so a caller using either name is read
+    the same way and the original function gets the current name (no deprecation warning)."""
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    except TypeError:
+        named = dict(kwargs)
+    else:
+        named = dict(bound.arguments)
+        named.update(named.pop("kwargs", {}) or {})
+    if cache_arg == "cache":
+        for alias in DEPRECATED_CACHE_ALIASES:
+            if alias in named:
+                if "cache" in named:
+                    raise ValueError(f"idselect: both cache= and {alias}= were given; pass the cache once, as cache=")
+                named["cache"] = named.pop(alias)
+    return named
+
+
+def output_cache(output: Any, cache_arg: str):
+    """The cache a model output carries, read under the release's own name (no warning)."""
+    if isinstance(output, dict):  # ModelOutput is an OrderedDict of its non-None fields
+        return output.get(cache_arg) if cache_arg in output.keys() else None
+    return getattr(output, cache_arg, None)
