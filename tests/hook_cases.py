@@ -7,9 +7,26 @@ Each row is (text_before, images, text_after); Video-LLaVA, Qwen2.5-VL, Qwen3-VL
 LLaVA-OneVision (and Qwen3.5) rows also end with one video. A Qwen3-VL / Qwen3.5 video has a timestamp token
 before each frame, as their processors write it, so its placeholders come in one run per frame.
 """
+import inspect
+
 import torch
+from transformers import LlamaModel
 
 from idselect import tiny
+
+#: The name the installed transformers gives the cache argument (5.24 renamed past_key_values
+#: to cache), read from transformers itself, not from idselect.
+CACHE_KW = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The cache a model or generate() output carries, under the release's own name."""
+    return output[CACHE_KW]
+
+
+def cache_kwargs(output):
+    """Keyword arguments that continue ``output``'s cache, as a user of this release writes them."""
+    return {CACHE_KW: returned_cache(output)}
 
 MODELS = {
     "llava": tiny.tiny_llava,

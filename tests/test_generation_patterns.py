@@ -3,13 +3,14 @@ sequences, multi-turn continuation of a returned cache, interleaved caches, thre
 caches, use_cache=False, mixed batches. Oracles (tests/oracles.py) never use the hooks: the
 unpatched model on a hand-pruned sequence, greedy decoding by hand, or the same call alone."""
 import threading
+import warnings
 
 import pytest
 import torch
 from transformers import GenerationMixin
 
 import idselect
-from hook_cases import MODELS, MROPE, build, case, runs_per_video
+from hook_cases import CACHE_KW, MODELS, MROPE, build, cache_kwargs, case, returned_cache, runs_per_video
 from idselect import tiny
 from oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
                      mrope_pruned_beams, mrope_pruned_greedy)
@@ -77,7 +78,7 @@ def continue_conversation(model, result, message, **extra):
     conversation = torch.cat([result.sequences, message], dim=1)
     mask = torch.ones_like(conversation)
     with torch.no_grad():
-        return model.generate(input_ids=conversation, attention_mask=mask, past_key_values=result.past_key_values,
+        return model.generate(input_ids=conversation, attention_mask=mask, **cache_kwargs(result),
                               max_new_tokens=NEW, return_dict_in_generate=True, **extra), conversation
 
 
@@ -132,7 +133,7 @@ def test_qwen_later_turn_with_new_media_is_refused_clearly(family):
         media = {k: kwargs[k] for k in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")}
         with pytest.raises(NotImplementedError, match="start a new cache"):
             model.generate(input_ids=conversation, attention_mask=torch.ones_like(conversation), mm_token_type_ids=mm,
-                           past_key_values=first.past_key_values, max_new_tokens=2, **media)
+                           **cache_kwargs(first), max_new_tokens=2, **media)
 
 
 class Conversation:
@@ -142,14 +143,14 @@ class Conversation:
         self.model, self.kwargs = model, kwargs
         with torch.no_grad():
             out = model(**kwargs, use_cache=True)
-        self.cache = out.past_key_values
+        self.cache = returned_cache(out)
         self.mask = kwargs["attention_mask"]
         self.tokens = [out.logits[:, -1].argmax(-1, keepdim=True)]
 
     def step(self):
         self.mask = torch.cat([self.mask, torch.ones_like(self.tokens[-1])], dim=1)
         with torch.no_grad():
-            out = self.model(input_ids=self.tokens[-1], attention_mask=self.mask, past_key_values=self.cache, use_cache=True)
+            out = self.model(input_ids=self.tokens[-1], attention_mask=self.mask, **{CACHE_KW: self.cache}, use_cache=True)
         self.tokens.append(out.logits[:, -1].argmax(-1, keepdim=True))
 
     def result(self):
@@ -256,11 +257,11 @@ def test_generate_with_inputs_keyword_and_use_cache_from_generation_config():
         first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
         conversation = torch.cat([first.sequences, message], dim=1)
         by_name = model.generate(inputs=conversation, attention_mask=torch.ones_like(conversation),
-                                 past_key_values=first.past_key_values, max_new_tokens=NEW)
+                                 **cache_kwargs(first), max_new_tokens=NEW)
     with torch.no_grad(), idselect.patch(model, keep=5):
         again = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
         positional = model.generate(torch.cat([again.sequences, message], dim=1), attention_mask=torch.ones_like(conversation),
-                                    past_key_values=again.past_key_values, max_new_tokens=NEW)
+                                    **cache_kwargs(again), max_new_tokens=NEW)
     assert torch.equal(by_name, positional)
     with torch.no_grad(), idselect.patch(model, keep=5):
         cached = model.generate(**kwargs, max_new_tokens=NEW)
@@ -278,7 +279,7 @@ def test_continuing_with_only_the_new_message_is_refused_clearly():
         first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
         message = torch.tensor([[7, 8, 9]])
         with pytest.raises(ValueError, match="pass the whole conversation"):
-            model.generate(input_ids=message, past_key_values=first.past_key_values, max_new_tokens=2)
+            model.generate(input_ids=message, **cache_kwargs(first), max_new_tokens=2)
 
 
 def test_a_cache_changed_outside_the_patched_model_is_refused():
@@ -289,9 +290,9 @@ def test_a_cache_changed_outside_the_patched_model_is_refused():
     handle.remove()
     token = out.logits[:, -1:].argmax(-1)
     with torch.no_grad():  # an unpatched step grows the cache behind the state's back
-        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+        model(input_ids=token, **cache_kwargs(out), use_cache=True)
     with torch.no_grad(), idselect.patch(model, keep=5), pytest.raises(RuntimeError, match="changed outside the patched model"):
-        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+        model(input_ids=token, **cache_kwargs(out), use_cache=True)
 
 
 def test_a_medium_with_few_candidates_does_not_lower_the_others_budget():
@@ -303,3 +304,55 @@ def test_a_medium_with_few_candidates_does_not_lower_the_others_budget():
         model(**kwargs)
     assert [k.numel() for k in handle.last_stats["kept_indices"]] == [48, 50]
     assert handle.last_stats["visual_tokens_after"] == 98
+
+
+@pytest.mark.skipif(CACHE_KW != "cache", reason="transformers < 5.24 has no deprecated cache alias")
+def test_the_deprecated_past_key_values_alias_continues_a_pruned_cache_like_cache():
+    """transformers >= 5.24 still accepts past_key_values= (renamed to cache= with a warning):
+    a user's older code continues a pruned cache exactly as with the new name."""
+    model, kwargs, _ = case("llava", [(3, 1, 4)])
+    message = torch.tensor([[7, 8, 9, 10, 11, 12, 13]])
+    answers = []
+    for name in ("cache", "past_key_values"):
+        with torch.no_grad(), idselect.patch(model, keep=5):
+            first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+            conversation = torch.cat([first.sequences, message], dim=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # the user's own deprecated call
+                answers.append(model.generate(input_ids=conversation, attention_mask=torch.ones_like(conversation),
+                                              max_new_tokens=NEW, **{name: returned_cache(first)}))
+    assert torch.equal(answers[0], answers[1])
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3_5"])
+def test_the_hooks_own_calls_raise_no_transformers_deprecation(family):
+    """A multi-turn conversation written with the release's own names: neither a
+    FutureWarning nor a logged deprecation comes out of the patched model."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    model, kwargs, _ = case(family, [(3, 1, 4)])
+    message = torch.tensor([[7, 8, 9]])
+    logging.Logger.warning_once.cache_clear()  # transformers logs each deprecation once per process
+    collect = Collect()
+    transformers_logger = logging.getLogger("transformers")  # does not propagate to the root logger
+    transformers_logger.addHandler(collect)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            with torch.no_grad(), idselect.patch(model, keep=5):
+                model(**kwargs, use_cache=True)  # a forward that creates its cache
+                first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
+                if family not in MROPE:
+                    continue_conversation(model, first, message)
+    finally:
+        transformers_logger.removeHandler(collect)
+    assert not [m for m in collect.messages if "deprecat" in m.lower()], collect.messages
