@@ -1,6 +1,6 @@
 """idselect.patch under the ways users call generate(): beams, sampling with several
 sequences, multi-turn continuation of a returned cache, interleaved caches, threads, static
-caches, use_cache=False, mixed batches. Oracles (tests/oracles.py) never use the hooks: the
+caches, use_cache=False, mixed batches. Oracles (idselect/testing/oracles.py) never use the hooks: the
 unpatched model on a hand-pruned sequence, greedy decoding by hand, or the same call alone."""
 import threading
 import warnings
@@ -10,9 +10,9 @@ import torch
 from transformers import GenerationMixin
 
 import idselect
-from hook_cases import CACHE_KW, MODELS, MROPE, build, cache_kwargs, case, returned_cache, runs_per_video
+from idselect.testing.cases import CACHE_KW, MODELS, MROPE, build, cache_kwargs, case, returned_cache, runs_per_video
 from idselect import tiny
-from oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
+from idselect.testing.oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
                      mrope_pruned_beams, mrope_pruned_greedy)
 
 FAMILIES = list(MODELS)

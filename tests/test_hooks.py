@@ -6,7 +6,7 @@ import torch
 
 import idselect
 import idselect.hooks.core as hooks_core
-from hook_cases import MODELS, build, case
+from idselect.testing.cases import MODELS, build, case
 
 FAMILIES = list(MODELS)
 GEN = dict(max_new_tokens=6, do_sample=False)
@@ -174,7 +174,7 @@ def test_llava_next_never_keeps_newline_tokens():
 
 
 def test_video_budget_is_per_video_over_all_frames():
-    from hook_cases import FRAMES, PER_FRAME
+    from idselect.testing.cases import FRAMES, PER_FRAME
 
     model, kwargs, counts = case("video_llava", [(2, 0, 2)])
     with torch.no_grad(), idselect.patch(model, keep=10) as handle:

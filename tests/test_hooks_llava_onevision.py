@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import idselect
-from hook_cases import build, case
+from idselect.testing.cases import build, case
 from idselect import tiny
-from oracles import generate_on_embeds, hand_pruned, llm_input_embeds, media_runs
+from idselect.testing.oracles import generate_on_embeds, hand_pruned, llm_input_embeds, media_runs
 
 NEW = 4
 

@@ -4,8 +4,8 @@ run by hand on the hand-pruned sequence."""
 import torch
 
 import idselect
-from hook_cases import case, runs_per_video
-from oracles import kept_columns, language_inputs, mrope_pruned_greedy
+from idselect.testing.cases import case, runs_per_video
+from idselect.testing.oracles import kept_columns, language_inputs, mrope_pruned_greedy
 
 NEW = 4
 ROWS = [(3, 1, 4), (6, 2, 1)]  # left-padded batch: an image + a video, two images + a video

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import idselect
-from hook_cases import MROPE, case
+from idselect.testing.cases import MROPE, case
 from idselect import tiny
 from idselect.hooks.core import MEDIA_ATTR
 

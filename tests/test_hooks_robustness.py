@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import idselect
-from hook_cases import build, case
+from idselect.testing.cases import build, case
 from idselect import tiny
-from oracles import generate_on_embeds, hand_pruned
+from idselect.testing.oracles import generate_on_embeds, hand_pruned
 
 NEW = 4
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import idselect
-from hook_cases import MODELS, build
+from idselect.testing.cases import MODELS, build
 
 NEW = 6
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import compat
+from . import compat, selfcheck
 from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
 from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
@@ -82,6 +82,10 @@ def patch(
         lists those that are), or an option has the wrong type.
     RuntimeError
         The model is already patched (remove the first handle before patching again).
+    UnverifiedTransformersError
+        (a RuntimeError) The installed transformers is outside the verified range
+        (``idselect.hooks.compat.SUPPORTED_TRANSFORMERS``) and the self-check on a tiny model
+        of this family found a difference (docs/hooks.md, "Supported transformers versions").
     ValueError
         An option is out of range, or asks for something the model cannot do.
     """
@@ -115,7 +119,9 @@ def patch(
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
         selection=_choice_option("selection", selection, SELECTION_CHOICES),
     )
-    handle = PatchHandle(model, adapter, options, _cache_argument(model, adapter))
+    cache_arg = _cache_argument(model, adapter)
+    selfcheck.ensure_verified(model_type)  # outside the verified transformers range: prove, or refuse
+    handle = PatchHandle(model, adapter, options, cache_arg)
     try:
         adapter.install(handle)
     except Exception:

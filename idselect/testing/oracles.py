@@ -1,4 +1,4 @@
-"""Oracles for the hook tests that do not use the hooks: the unpatched model run on a
+"""Oracles for the hooks that do not use the hooks: the unpatched model run on a
 sequence pruned by hand, and greedy decoding by hand.
 
 Only the kept token indices come from a patched run (``last_stats["kept_indices"]``): which

@@ -1,4 +1,4 @@
-"""Tiny models and consistent inputs for the hook tests, one builder per supported family.
+"""Tiny models and consistent inputs for verifying the hooks, one builder per supported family.
 
 ``build(family, rows, first_row=0)`` returns (generate kwargs, visual tokens per medium).
 Every row's content comes from its own seed (``first_row + r``), so building one row alone with

@@ -1,0 +1,142 @@
+"""The transformers releases the hooks support: the declared range, the self-check that runs
+outside it, and refusals of releases the hooks cannot read (docs/hooks.md, "Supported
+transformers versions")."""
+import inspect
+import warnings
+
+import pytest
+import torch
+import transformers
+
+import idselect
+import idselect.hooks
+from idselect.hooks import compat, selfcheck
+from idselect.hooks.selfcheck import UnverifiedTransformersError
+from idselect.testing import battery
+from idselect.testing.cases import CACHE_KW, MODELS, case
+
+FUTURE = "5.99.0"  # a release that did not exist when idselect was verified
+LOW, HIGH = compat.SUPPORTED_TRANSFORMERS
+
+
+@pytest.fixture
+def fresh_self_check(monkeypatch):
+    """A process that has run no self-check yet."""
+    monkeypatch.setattr(selfcheck, "_results", {})
+    monkeypatch.setattr(selfcheck, "_warned", set())
+    monkeypatch.delenv(selfcheck.SKIP_ENV, raising=False)
+
+
+def report_version(monkeypatch, version):
+    monkeypatch.setattr(compat, "transformers_version", lambda: version)
+
+
+def test_the_installed_release_is_one_of_the_verified_range():
+    """CI runs the suite on the pinned release and the hooks tests on the lowest one."""
+    assert compat.in_supported_range(transformers.__version__), (transformers.__version__, compat.SUPPORTED_TRANSFORMERS)
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_the_self_check_battery_passes_on_the_installed_release(family):
+    assert battery.run(family) == []
+
+
+def test_version_parsing_and_range():
+    assert compat.version_tuple("5.24.0") == (5, 24, 0)
+    assert compat.version_tuple("5.25.0.dev0") == (5, 25, 0)
+    assert compat.version_tuple("5.17") == (5, 17, 0)
+    assert compat.version_tuple("5.20.2+local") == (5, 20, 2)
+    assert compat.in_supported_range(LOW) and compat.in_supported_range(HIGH)
+    assert not compat.in_supported_range("5.16.1") and not compat.in_supported_range("5.25.0.dev0")
+    assert not compat.in_supported_range("6.0.0") and not compat.in_supported_range("4.57.6")
+
+
+def test_inside_the_range_no_self_check_runs(monkeypatch, fresh_self_check):
+    monkeypatch.setattr(battery, "run", lambda family: pytest.fail("the self-check ran inside the verified range"))
+    model, _, _ = case("llava", [(3, 1, 4)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        idselect.patch(model, keep=5).remove()
+
+
+@pytest.mark.parametrize("version", [FUTURE, "5.16.1"], ids=["newer", "older"])
+def test_a_compatible_release_outside_the_range_passes_the_self_check_and_warns_once(monkeypatch, fresh_self_check, version):
+    report_version(monkeypatch, version)
+    model, kwargs, _ = case("llava", [(3, 1, 4)])
+    with pytest.warns(UserWarning, match=rf"transformers {version} is outside the verified range \({LOW} to {HIGH}\); "
+                                          r"the self-check for llava passed"):
+        handle = idselect.patch(model, keep=5)
+    handle.remove()
+    ran = []
+    monkeypatch.setattr(battery, "run", lambda family: ran.append(family) or [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process and family: no second check, no second warning
+        with torch.no_grad(), idselect.patch(model, keep=5) as handle:
+            model.generate(**kwargs, max_new_tokens=2)
+    assert ran == [] and handle.last_stats["visual_tokens_after"] == 5
+
+
+def other_cache_name(model, adapter):
+    """The hooks as they were before 5.24: reading the cache under the name the release no
+    longer uses (5.24 renamed past_key_values to cache), the silent break of that release."""
+    return "past_key_values" if CACHE_KW == "cache" else "cache"
+
+
+def test_the_self_check_refuses_a_release_the_hooks_misread(monkeypatch, fresh_self_check):
+    report_version(monkeypatch, FUTURE)
+    monkeypatch.setattr(idselect.hooks, "_cache_argument", other_cache_name)
+    model, _, _ = case("qwen2_5_vl", [(3, 1, 4)])
+    with pytest.raises(UnverifiedTransformersError) as refused:
+        idselect.patch(model, keep=5)
+    message = str(refused.value)
+    assert f"transformers {FUTURE}" in message and f"({LOW} to {HIGH})" in message
+    assert "continued cache: patched" in message and "!= oracle" in message
+    assert f"pip install 'transformers>={LOW},<={HIGH}'" in message and selfcheck.SKIP_ENV in message
+    assert not any(name in vars(model.model) for name in ("forward", "_idselect_handle"))  # nothing was patched
+    with pytest.raises(UnverifiedTransformersError):  # the result is kept: refused again, without a new check
+        monkeypatch.setattr(battery, "run", lambda family: pytest.fail("checked twice"))
+        idselect.patch(model, keep=5)
+
+
+def test_the_skip_variable_skips_the_self_check_with_a_warning(monkeypatch, fresh_self_check):
+    report_version(monkeypatch, FUTURE)
+    monkeypatch.setenv(selfcheck.SKIP_ENV, "1")
+    monkeypatch.setattr(battery, "run", lambda family: pytest.fail("the self-check ran although skipped"))
+    model, _, _ = case("llava", [(3, 1, 4)])
+    with pytest.warns(UserWarning, match=f"{selfcheck.SKIP_ENV}=1 skips the self-check: the hooks run unverified"):
+        idselect.patch(model, keep=5).remove()
+
+
+def renamed(fn, new_name):
+    """``fn`` as the next upstream rename would leave it: its signature takes the cache as
+    ``new_name`` only. (Calls inside the model still pass the current name, which a real
+    release would have renamed too: they are let through.)"""
+    sig = inspect.signature(fn)
+    params = [p.replace(name=new_name) if p.name == CACHE_KW else p for p in sig.parameters.values()]
+
+    def forward(*args, **kwargs):
+        if new_name in kwargs:
+            kwargs[CACHE_KW] = kwargs.pop(new_name)
+        return fn(*args, **kwargs)
+
+    forward.__signature__ = sig.replace(parameters=params)
+    return forward
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen3_vl"])
+def test_the_next_cache_rename_is_refused_at_patch(monkeypatch, fresh_self_check, family):
+    report_version(monkeypatch, FUTURE)
+    model, kwargs, _ = case(family, [(3, 1, 4)])
+    for module in (model, model.model, model.model.language_model):
+        module.forward = renamed(module.forward, "kv_cache")
+    # The simulated release works for the unpatched model: a cache passed as kv_cache= is used.
+    with torch.no_grad():
+        first = model(**kwargs, use_cache=True)
+        prompt_length = first[CACHE_KW].get_seq_length()
+        step = model(input_ids=first.logits[:, -1:].argmax(-1), kv_cache=first[CACHE_KW], use_cache=True)
+    assert step[CACHE_KW].get_seq_length() == prompt_length + 1
+    with pytest.raises(TypeError) as refused:
+        idselect.patch(model, keep=5)
+    message = str(refused.value)
+    assert "cannot tell how transformers" in message and FUTURE in message and f"{LOW} to {HIGH}" in message
+    assert "_idselect_handle" not in vars(model.model)  # nothing was patched
