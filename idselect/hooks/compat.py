@@ -9,8 +9,11 @@ release   what changed for the hooks
 ========  ======================================================================================
 5.17.0    lowest verified. Qwen3-VL's ``get_image_features`` returns its DeepStack features as
           one tensor per layer (all images); later releases split them per image.
-5.18.0    generate() and the Qwen M-RoPE models refactored their cache / rope-delta handling
-          (no change in what the hooks see).
+5.17.0-   generate()'s expansion of a prompt with media for beam search / several returned
+5.20.1    sequences is broken upstream for InternVL (5.17-5.18) and Qwen3.5 (5.18-5.20.1): the
+          unpatched model gives the copies other images. The hooks refuse those calls
+          (``BROKEN_EXPANSION``).
+5.18.0    generate() expands encoded media (``mm_encoder_outputs``) instead of pixel values.
 5.24.0    the cache argument is renamed: forwards take ``cache`` and outputs carry ``cache``;
           ``past_key_values`` (and Qwen3.5's ``cache_params``) survive as deprecated aliases
           that transformers renames with a warning; generate() passes ``cache=``.
@@ -37,6 +40,19 @@ CACHE_ARGUMENTS = ("cache", "past_key_values")
 DEPRECATED_CACHE_ALIASES = ("past_key_values", "cache_params")  # renamed to "cache" by transformers >= 5.24
 
 
+#: Releases whose generate() hands the copies of a prompt that beam search or several returned
+#: sequences make the wrong images or videos - the unpatched model included, so no oracle can
+#: be met: the hooks refuse those calls. model_type -> (first, last) affected release, why.
+BROKEN_EXPANSION: Dict[str, Tuple[str, str, str]] = {
+    "internvl": ("5.17.0", "5.18.0",
+                 "it repeats an image's tiles one by one (5.17: pixel_values; 5.18: the encoded tiles), so each copy "
+                 "gets tiles of other images (fixed in 5.19.0)"),
+    "qwen3_5": ("5.18.0", "5.20.1",
+                "Qwen3_5ForConditionalGeneration does not declare its image and video inputs (input_modalities), so "
+                "generate() repeats pixel_values patch by patch instead of image by image (fixed in 5.20.2)"),
+}
+
+
 def transformers_version() -> str:
     import transformers
 
@@ -60,6 +76,15 @@ def version_tuple(version: str) -> Tuple[int, ...]:
 def in_supported_range(version: str) -> bool:
     low, high = SUPPORTED_TRANSFORMERS
     return version_tuple(low) <= version_tuple(version) <= version_tuple(high)
+
+
+def broken_expansion(model_type: str, version: str) -> Optional[str]:
+    """Why this release's generate() cannot expand a prompt with media for ``model_type``
+    (beams, several returned sequences), None if it can."""
+    entry = BROKEN_EXPANSION.get(model_type)
+    if entry is None or not version_tuple(entry[0]) <= version_tuple(version) <= version_tuple(entry[1]):
+        return None
+    return entry[2]
 
 
 def cache_argument(fn: Callable) -> Optional[str]:

@@ -40,6 +40,7 @@ from torch import nn
 
 from .. import importance as imp
 from ..api import select as id_select
+from . import compat
 from .compat import bound_arguments, output_cache
 
 IMPORTANCE_CHOICES = ("auto", "unified", "saliency", "relevance")
@@ -262,9 +263,10 @@ class PatchHandle:
             sequence = next((named[k] for k in ("inputs", "input_ids", "inputs_embeds") if named.get(k) is not None), None)
             mask = named.get("attention_mask")
             use_cache = named.get("use_cache")
+            config = named.get("generation_config") or self.model.generation_config
             if use_cache is None:  # as generate() resolves it: its config argument, else the model's
-                config = named.get("generation_config") or self.model.generation_config
                 use_cache = getattr(config, "use_cache", True)
+            self._refuse_broken_expansion(named, config)
             continues = cache_state(named.get(self.cache_arg))
             input_length = int(sequence.shape[1]) if sequence is not None else 0
             if continues is not None and input_length <= continues.original_length:
@@ -283,6 +285,22 @@ class PatchHandle:
             return _with_context(_GENERATION, gen, original, args, kwargs)
 
         return generate
+
+    def _refuse_broken_expansion(self, named: Dict[str, Any], config) -> None:
+        """Refuse a generate() call with media that this transformers release expands wrongly
+        for beams or several returned sequences (compat.BROKEN_EXPANSION)."""
+        copies = max(int(named.get("num_beams") or getattr(config, "num_beams", 1) or 1),
+                     int(named.get("num_return_sequences") or getattr(config, "num_return_sequences", 1) or 1))
+        if copies == 1 or not any(named.get(k) is not None for k in MEDIA_INPUTS):
+            return
+        version = compat.transformers_version()
+        reason = compat.broken_expansion(self.adapter.model_type, version)
+        if reason is not None:
+            raise NotImplementedError(
+                f"idselect: transformers {version} cannot run generate() with num_beams / num_return_sequences > 1 on "
+                f"{self.adapter.model_type} with images or videos: {reason}; the unpatched model is affected too. "
+                "Upgrade transformers, or generate one sequence per prompt"
+            )
 
     def wrap_top_forward(self, original: Callable) -> Callable:
         """Note a call with labels=, which pruning cannot serve (refused where it would prune)."""
