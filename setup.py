@@ -71,12 +71,16 @@ setup(
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
+    # Lower bounds only: a user's newer transformers is not downgraded. The hooks are verified on
+    # transformers 5.17.0-5.24.0 (idselect/hooks/compat.py); on any other release idselect.patch
+    # checks itself first (docs/hooks.md, "Supported transformers versions").
     install_requires=["torch", "numpy"],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers>=5", "matplotlib", "tqdm"],
-        "bench": ["matplotlib", "tqdm", "transformers>=5"],
-        # lmms-eval plugin (docs/evaluation.md); tested with lmms-eval 0.7.3.
-        "lmms": ["lmms-eval>=0.7.3,<0.8", "transformers>=5", "accelerate"],
+        "test": ["pytest", "hypothesis", "transformers>=5.17", "matplotlib", "tqdm"],
+        "bench": ["matplotlib", "tqdm", "transformers>=5.17"],
+        # lmms-eval plugin (docs/evaluation.md); tested with lmms-eval 0.7.3, whose evaluator
+        # imports filelock._api, which filelock 4 removed.
+        "lmms": ["lmms-eval>=0.7.3,<0.8", "filelock<4", "transformers>=5.17", "accelerate"],
     },
     entry_points={"lmms_eval.models": ["idselect = idselect.lmms.manifests:MANIFESTS"]},
 )

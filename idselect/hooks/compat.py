@@ -40,16 +40,29 @@ CACHE_ARGUMENTS = ("cache", "past_key_values")
 DEPRECATED_CACHE_ALIASES = ("past_key_values", "cache_params")  # renamed to "cache" by transformers >= 5.24
 
 
-#: Releases whose generate() hands the copies of a prompt that beam search or several returned
-#: sequences make the wrong images or videos - the unpatched model included, so no oracle can
-#: be met: the hooks refuse those calls. model_type -> (first, last) affected release, why.
+#: Releases whose generate() gives the copies of a prompt that beam search or several returned
+#: sequences make the wrong images or videos - the unpatched model included, so no oracle can be
+#: met: the hooks refuse those calls (read in each release's generate() and model code, pinned
+#: by tests/test_transformers_versions.py against what the unpatched model does).
+#:
+#: Any prompt with media: model_type -> (first, last release, why).
 BROKEN_EXPANSION: Dict[str, Tuple[str, str, str]] = {
-    "internvl": ("5.17.0", "5.18.0",
-                 "it repeats an image's tiles one by one (5.17: pixel_values; 5.18: the encoded tiles), so each copy "
-                 "gets tiles of other images (fixed in 5.19.0)"),
+    "video_llava": ("5.18.0", "5.18.0", "its generate() repeats a video's encoded frames one by one"),
     "qwen3_5": ("5.18.0", "5.20.1",
                 "Qwen3_5ForConditionalGeneration does not declare its image and video inputs (input_modalities), so "
                 "generate() repeats pixel_values patch by patch instead of image by image (fixed in 5.20.2)"),
+}
+#: A prompt with several items of one modality (images, videos; InternVL: an image's tiles):
+#: generate() repeats the encoded items one by one ([A, A, B, B] where each copy needs [A, B];
+#: fixed in 5.19.0). model_type -> (first, last release).
+ITEMWISE_EXPANSION: Dict[str, Tuple[str, str]] = {
+    "llava": ("5.17.0", "5.18.0"),
+    "llava_next": ("5.17.0", "5.18.0"),
+    "video_llava": ("5.17.0", "5.17.0"),
+    "llava_onevision": ("5.17.0", "5.18.0"),
+    "internvl": ("5.17.0", "5.18.0"),
+    "qwen2_5_vl": ("5.18.0", "5.18.0"),
+    "qwen3_vl": ("5.18.0", "5.18.0"),
 }
 
 
@@ -78,13 +91,22 @@ def in_supported_range(version: str) -> bool:
     return version_tuple(low) <= version_tuple(version) <= version_tuple(high)
 
 
-def broken_expansion(model_type: str, version: str) -> Optional[str]:
-    """Why this release's generate() cannot expand a prompt with media for ``model_type``
-    (beams, several returned sequences), None if it can."""
+def _within(version: str, first: str, last: str) -> bool:
+    return version_tuple(first) <= version_tuple(version) <= version_tuple(last)
+
+
+def broken_expansion(model_type: str, version: str, several_items: bool) -> Optional[str]:
+    """Why this release's generate() cannot repeat a prompt with media for ``model_type``
+    (beams, several returned sequences), None if it can. ``several_items``: some prompt holds
+    more than one item of a modality (images, videos; InternVL: tiles)."""
     entry = BROKEN_EXPANSION.get(model_type)
-    if entry is None or not version_tuple(entry[0]) <= version_tuple(version) <= version_tuple(entry[1]):
-        return None
-    return entry[2]
+    if entry is not None and _within(version, entry[0], entry[1]):
+        return entry[2]
+    itemwise = ITEMWISE_EXPANSION.get(model_type)
+    if several_items and itemwise is not None and _within(version, *itemwise):
+        return ("it repeats a prompt's images / videos one by one, so a prompt with several of them (InternVL: an "
+                "image of several tiles) gets them in the wrong order in its copies (fixed in 5.19.0)")
+    return None
 
 
 def cache_argument(fn: Callable) -> Optional[str]:

@@ -287,20 +287,35 @@ class PatchHandle:
         return generate
 
     def _refuse_broken_expansion(self, named: Dict[str, Any], config) -> None:
-        """Refuse a generate() call with media that this transformers release expands wrongly
-        for beams or several returned sequences (compat.BROKEN_EXPANSION)."""
+        """Refuse a generate() call with media that this transformers release repeats wrongly
+        for beams or several returned sequences (compat.BROKEN_EXPANSION, ITEMWISE_EXPANSION)."""
         copies = max(int(named.get("num_beams") or getattr(config, "num_beams", 1) or 1),
                      int(named.get("num_return_sequences") or getattr(config, "num_return_sequences", 1) or 1))
         if copies == 1 or not any(named.get(k) is not None for k in MEDIA_INPUTS):
             return
         version = compat.transformers_version()
-        reason = compat.broken_expansion(self.adapter.model_type, version)
+        reason = compat.broken_expansion(self.adapter.model_type, version, self._several_items_per_prompt(named))
         if reason is not None:
             raise NotImplementedError(
                 f"idselect: transformers {version} cannot run generate() with num_beams / num_return_sequences > 1 on "
-                f"{self.adapter.model_type} with images or videos: {reason}; the unpatched model is affected too. "
+                f"{self.adapter.model_type} with these images or videos: {reason}; the unpatched model is affected too. "
                 "Upgrade transformers, or generate one sequence per prompt"
             )
+
+    def _several_items_per_prompt(self, named: Dict[str, Any]) -> bool:
+        """Whether a prompt of this generate() call holds more than one item of a modality
+        (images, videos; InternVL: tiles): more items than prompts that show that modality."""
+        ids = next((named[k] for k in ("input_ids", "inputs") if isinstance(named.get(k), torch.Tensor)), None)
+        if ids is None or ids.dim() != 2 or ids.is_floating_point():
+            return True  # embeddings only: cannot tell, so assume so (it only matters where a release mis-expands)
+        config = self.adapter.base(self.model).config
+        for modality, item_inputs in (("image", ("image_grid_thw", "pixel_values", "pixel_values_images")),
+                                      ("video", ("video_grid_thw", "pixel_values_videos"))):
+            items = next((named[k] for k in item_inputs if isinstance(named.get(k), torch.Tensor)), None)
+            token = getattr(config, f"{modality}_token_id", None)
+            if items is not None and token is not None and items.shape[0] > int((ids == token).any(dim=1).sum()):
+                return True
+        return False
 
     def wrap_top_forward(self, original: Callable) -> Callable:
         """Note a call with labels=, which pruning cannot serve (refused where it would prune)."""
