@@ -1,28 +1,18 @@
 """The transformers releases the hooks are verified on, and what differs between them.
 
 This module is the one place that declares the supported range and the one place that knows
-how releases name things; the rest of the hooks ask it. docs/hooks.md ("Supported transformers
-versions") lists the differences found by reading each release's code:
+how those releases differ for the hooks (read in each release's code; the table with every
+difference is in docs/hooks.md, "Supported transformers versions"):
 
-========  ======================================================================================
-release   what changed for the hooks
-========  ======================================================================================
-5.17.0    lowest verified. Qwen3-VL's ``get_image_features`` returns its DeepStack features as
-          one tensor per layer (all images); later releases split them per image.
-5.17.0-   generate()'s expansion of a prompt with media for beam search / several returned
-5.20.1    sequences is broken upstream for InternVL (5.17-5.18) and Qwen3.5 (5.18-5.20.1): the
-          unpatched model gives the copies other images. The hooks refuse those calls
-          (``BROKEN_EXPANSION``).
-5.18.0    generate() expands encoded media (``mm_encoder_outputs``) instead of pixel values.
-5.24.0    the cache argument is renamed: forwards take ``cache`` and outputs carry ``cache``;
-          ``past_key_values`` (and Qwen3.5's ``cache_params``) survive as deprecated aliases
-          that transformers renames with a warning; generate() passes ``cache=``.
-========  ======================================================================================
-
-How the name of the cache argument is found: from the signature of the language model's
-forward (``cache`` or ``past_key_values``), checked at ``patch()`` against the model's other
-wrapped forwards, so a release that renames it again is refused at ``patch()`` instead of
-being misread.
+- 5.24.0 renamed the cache argument: forwards take ``cache`` and outputs carry ``cache``;
+  ``past_key_values`` (and Qwen3.5's ``cache_params``) survive as deprecated aliases that
+  transformers renames with a warning, and generate() passes ``cache=``. The name is read from
+  the language model's forward signature and checked at ``patch()`` against the model's other
+  wrapped forwards, so a release that renames it again is refused there, not misread later.
+- Before 5.19.0 (and for some families until 5.20.1) generate() gives the copies of a prompt
+  that beams or several returned sequences make the wrong images or videos, in the unpatched
+  model too: ``BROKEN_EXPANSION`` and ``ITEMWISE_EXPANSION`` say where, and the hooks refuse
+  those calls.
 """
 from __future__ import annotations
 
