@@ -1,5 +1,5 @@
 """A short battery of generation patterns, each compared with an oracle that does not use the
-hooks: ``idselect.patch``'s self-check runs it on a tiny model of the family being patched when
+hooks (or, for threads, with the same call made alone): ``idselect.patch``'s self-check runs it on a tiny model of the family being patched when
 the installed transformers is outside the verified range, and the test suite runs it on every
 family.
 
@@ -8,6 +8,7 @@ patched run (which tokens the selection keeps is the op's business, tested elsew
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Dict, List, Tuple
 
 import torch
@@ -84,10 +85,45 @@ def continued_cache(family: str, model) -> Tuple[torch.Tensor, torch.Tensor]:
     return answer, want
 
 
+def two_threads(family: str, model, rounds: int = 3) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One patched model decoding two different prompts from two threads at once, each call
+    against the same call made alone (whose exactness the patterns above establish)."""
+    import idselect
+
+    prompts = [cases.build(family, model, ONE_ROW)[0], cases.build(family, model, BATCH_ROWS, first_row=3)[0]]
+    results: Dict[tuple, torch.Tensor] = {}
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(len(prompts))
+
+    def work(index):
+        try:
+            barrier.wait()
+            for r in range(rounds):
+                with torch.no_grad():
+                    results[(index, r)] = model.generate(**prompts[index], max_new_tokens=NEW)[:, -NEW:]
+        except BaseException as error:  # raised below, in the caller's thread
+            errors.append(error)
+
+    with idselect.patch(model, keep=KEEP):
+        with torch.no_grad():
+            alone = [model.generate(**kw, max_new_tokens=NEW)[:, -NEW:] for kw in prompts]
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    got = torch.cat([results[(i, r)] for i in range(len(prompts)) for r in range(rounds)])
+    want = torch.cat([alone[i] for i in range(len(prompts)) for _ in range(rounds)])
+    return got, want
+
+
 PATTERNS: Dict[str, Callable] = {
     "left-padded batch, greedy": left_padded_batch,
     "beam search": beams,
     "continued cache": continued_cache,
+    "two threads": two_threads,
 }
 
 
