@@ -8,8 +8,9 @@
 # The CPU torch wheel needs care: lmms-eval would pull the newest (CUDA) torch and a
 # torchvision that does not load with the CPU wheel ("operator torchvision::nms does not
 # exist") and breaks transformers' AutoProcessor. So torch is pinned to the version the README's
-# install put in place, and torchvision is removed afterwards (transformers then uses its PIL
-# image processors). decord is installed for lmms-eval's llava_hf module.
+# install put in place (the same build: the editable install below rebuilds idselect/_C*.so in
+# place against it), and torchvision is removed afterwards (transformers then uses its PIL image
+# processors). decord is installed for lmms-eval's llava_hf module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -17,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 PYTHON=${PYTHON:-python}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-torch_version=$("$PYTHON" -c "import torch; print(torch.__version__.split('+')[0])")
+torch_version=$("$PYTHON" -c "import torch; print(torch.__version__)")  # exactly the README's (2.13.0+cpu here)
 "$PYTHON" -m venv "$work/venv"
 venv_python="$work/venv/bin/python"
 echo "torch==${torch_version}" > "$work/constraints.txt"

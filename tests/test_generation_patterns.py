@@ -11,6 +11,7 @@ import transformers
 
 import idselect
 from idselect.hooks import compat
+from idselect.testing import battery
 from idselect.testing.cases import CACHE_KW, MODELS, MROPE, build, cache_kwargs, case, returned_cache, runs_per_video
 from idselect import tiny
 from idselect.testing.oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
@@ -313,21 +314,39 @@ def test_a_medium_with_few_candidates_does_not_lower_the_others_budget():
 
 
 @pytest.mark.skipif(CACHE_KW != "cache", reason="transformers < 5.24 has no deprecated cache alias")
-def test_the_deprecated_past_key_values_alias_continues_a_pruned_cache_like_cache():
-    """transformers >= 5.24 still accepts past_key_values= (renamed to cache= with a warning):
-    a user's older code continues a pruned cache exactly as with the new name."""
-    model, kwargs, _ = case("llava", [(3, 1, 4)])
-    message = torch.tensor([[7, 8, 9, 10, 11, 12, 13]])
-    answers = []
-    for name in ("cache", "past_key_values"):
-        with torch.no_grad(), idselect.patch(model, keep=5):
-            first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
-            conversation = torch.cat([first.sequences, message], dim=1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # the user's own deprecated call
-                answers.append(model.generate(input_ids=conversation, attention_mask=torch.ones_like(conversation),
-                                              max_new_tokens=NEW, **{name: returned_cache(first)}))
-    assert torch.equal(answers[0], answers[1])
+@pytest.mark.parametrize("family,alias", [("llava", "past_key_values"), ("llava", "cache_params"),
+                                          ("qwen3_5", "past_key_values"), ("qwen3_5", "cache_params")])
+def test_a_deprecated_cache_alias_continues_a_pruned_cache_exactly(family, alias):
+    """transformers >= 5.24 still accepts generate(past_key_values=) and generate(cache_params=)
+    (renamed to cache= with a warning): a user's older code continues a pruned cache exactly,
+    against greedy decoding over the hand-pruned conversation."""
+    model, _, _ = case(family, [(3, 1, 4)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the user's own deprecated call
+        got, want = battery.continued_cache(family, model, cache_name=alias)
+    assert torch.equal(got, want), (got, want)
+
+
+@pytest.mark.skipif(CACHE_KW != "cache", reason="transformers < 5.24 has no deprecated cache alias")
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_decode_steps_passing_past_key_values_to_forward_equal_those_passing_cache(family):
+    """model(..., past_key_values=cache) on 5.24 (a deprecated alias the forward renames) decodes
+    a pruned cache as model(..., cache=cache) does (itself pinned against generate())."""
+    model, kwargs, _ = case(family, [(3, 1, 4)])
+    results = []
+    with torch.no_grad(), idselect.patch(model, keep=5), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecated name, on purpose
+        for name in ("cache", "past_key_values"):
+            out = model(**kwargs, use_cache=True)
+            cache, mask = out.cache, kwargs["attention_mask"]
+            tokens = [out.logits[:, -1].argmax(-1, keepdim=True)]
+            for _ in range(NEW - 1):
+                mask = torch.cat([mask, torch.ones_like(tokens[-1])], dim=1)
+                step = model(input_ids=tokens[-1], attention_mask=mask, use_cache=True, **{name: cache})
+                tokens.append(step.logits[:, -1].argmax(-1, keepdim=True))
+            results.append(torch.cat(tokens, dim=1))
+        generated = model.generate(**kwargs, max_new_tokens=NEW)[:, -NEW:]
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], generated), (results, generated)
 
 
 @pytest.mark.parametrize("family", ["llava", "qwen3_5"])
@@ -350,6 +369,8 @@ def test_the_hooks_own_calls_raise_no_transformers_deprecation(family):
     collect = Collect()
     transformers_logger = logging.getLogger("transformers")  # does not propagate to the root logger
     transformers_logger.addHandler(collect)
+    level = transformers_logger.level
+    transformers_logger.setLevel(logging.WARNING)  # whatever TRANSFORMERS_VERBOSITY says
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", FutureWarning)
@@ -357,8 +378,8 @@ def test_the_hooks_own_calls_raise_no_transformers_deprecation(family):
             with torch.no_grad(), idselect.patch(model, keep=5):
                 model(**kwargs, use_cache=True)  # a forward that creates its cache
                 first = model.generate(**kwargs, max_new_tokens=NEW, return_dict_in_generate=True)
-                if family not in MROPE:
-                    continue_conversation(model, first, message)
+                continue_conversation(model, first, message)
     finally:
         transformers_logger.removeHandler(collect)
+        transformers_logger.setLevel(level)
     assert not [m for m in collect.messages if "deprecat" in m.lower()], collect.messages

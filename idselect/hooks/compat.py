@@ -17,6 +17,7 @@ difference is in docs/hooks.md, "Supported transformers versions"):
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any, Callable, Dict, Optional, Tuple
 
 #: Lowest and highest transformers releases the hooks are verified on (every generation
@@ -27,7 +28,7 @@ SUPPORTED_TRANSFORMERS: Tuple[str, str] = ("5.17.0", "5.24.0")
 #: Names a forward may take its cache under, newest first. 5.24 renamed past_key_values to
 #: cache (and Qwen3.5's linear-attention layers' cache_params to cache).
 CACHE_ARGUMENTS = ("cache", "past_key_values")
-DEPRECATED_CACHE_ALIASES = ("past_key_values", "cache_params")  # renamed to "cache" by transformers >= 5.24
+GENERATE_CACHE_ALIASES = ("past_key_values", "cache_params")  # generate()'s deprecated names of "cache" (>= 5.24)
 
 
 #: Releases whose generate() gives the copies of a prompt that beam search or several returned
@@ -63,8 +64,7 @@ def transformers_version() -> str:
 
 
 def version_tuple(version: str) -> Tuple[int, ...]:
-    """(major, minor, patch) of a release string; pre-release and local tags are ignored
-    (5.25.0.dev0 counts as 5.25.0: not verified)."""
+    """(major, minor, patch) of a release string; a local tag (+cpu) is ignored."""
     parts = []
     for piece in version.split("+")[0].split(".")[:3]:
         digits = ""
@@ -76,9 +76,15 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
+def is_final_release(version: str) -> bool:
+    """Whether ``version`` is a final release (5.24.0, 5.24.0+local), not a pre-release or a
+    development build (5.25.0.dev0, 5.24.0rc1), which may differ from the release it precedes."""
+    return re.fullmatch(r"\d+\.\d+(\.\d+)?(\.post\d+)?(\+[\w.]+)?", version) is not None
+
+
 def in_supported_range(version: str) -> bool:
     low, high = SUPPORTED_TRANSFORMERS
-    return version_tuple(low) <= version_tuple(version) <= version_tuple(high)
+    return is_final_release(version) and version_tuple(low) <= version_tuple(version) <= version_tuple(high)
 
 
 def _within(version: str, first: str, last: str) -> bool:
@@ -109,11 +115,14 @@ def cache_argument(fn: Callable) -> Optional[str]:
     return next((name for name in CACHE_ARGUMENTS if name in params), None)
 
 
-def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None) -> Dict[str, Any]:
+def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None,
+                    aliases: Tuple[str, ...] = ("past_key_values",)) -> Dict[str, Any]:
     """A call's arguments by name (the wrapped functions are called both ways). With
-    ``cache_arg="cache"``, the deprecated aliases (``past_key_values``, ``cache_params``) are
-    renamed to it as transformers itself renames them, so a caller using either name is read
-    the same way and the original function gets the current name (no deprecation warning)."""
+    ``cache_arg="cache"`` (transformers >= 5.24), the deprecated ``aliases`` of the cache are
+    handled as transformers' own ``deprecate_kwarg`` handles them for ``fn``: renamed to
+    ``cache``, or dropped when ``cache`` is given too. Forwards take ``past_key_values`` as an
+    alias; generate() also ``cache_params``. So a caller using an old name is read the same way,
+    and the original function gets the current name (no deprecation warning)."""
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     except TypeError:
@@ -122,11 +131,10 @@ def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None)
         named = dict(bound.arguments)
         named.update(named.pop("kwargs", {}) or {})
     if cache_arg == "cache":
-        for alias in DEPRECATED_CACHE_ALIASES:
+        for alias in aliases:
             if alias in named:
-                if "cache" in named:
-                    raise ValueError(f"idselect: both cache= and {alias}= were given; pass the cache once, as cache=")
-                named["cache"] = named.pop(alias)
+                value = named.pop(alias)
+                named.setdefault("cache", value)
     return named
 
 

@@ -259,7 +259,7 @@ class PatchHandle:
     def wrap_generate(self, original: Callable) -> Callable:
         """Give one ``generate()`` call a context of its own (see ``_Generation``)."""
         def generate(*args, **kwargs):
-            named = bound_arguments(original, args, kwargs, self.cache_arg)
+            named = bound_arguments(original, args, kwargs, self.cache_arg, compat.GENERATE_CACHE_ALIASES)
             sequence = next((named[k] for k in ("inputs", "input_ids", "inputs_embeds") if named.get(k) is not None), None)
             mask = named.get("attention_mask")
             use_cache = named.get("use_cache")
@@ -303,17 +303,23 @@ class PatchHandle:
             )
 
     def _several_items_per_prompt(self, named: Dict[str, Any]) -> bool:
-        """Whether a prompt of this generate() call holds more than one item of a modality
-        (images, videos; InternVL: tiles): more items than prompts that show that modality."""
+        """Whether a prompt of this generate() call may hold more than one item of a modality
+        (images, videos; InternVL: tiles): more items than prompts that show that modality.
+        Media it cannot count (embeddings only, lists, pre-encoded outputs) count as several:
+        this only matters where a release mis-expands them, and there refusing is the safe side."""
         ids = next((named[k] for k in ("input_ids", "inputs") if isinstance(named.get(k), torch.Tensor)), None)
-        if ids is None or ids.dim() != 2 or ids.is_floating_point():
-            return True  # embeddings only: cannot tell, so assume so (it only matters where a release mis-expands)
+        if ids is None or ids.dim() != 2 or ids.is_floating_point() or named.get("mm_encoder_outputs") is not None:
+            return True
         config = self.adapter.base(self.model).config
         for modality, item_inputs in (("image", ("image_grid_thw", "pixel_values", "pixel_values_images")),
                                       ("video", ("video_grid_thw", "pixel_values_videos"))):
-            items = next((named[k] for k in item_inputs if isinstance(named.get(k), torch.Tensor)), None)
+            given = [named[k] for k in item_inputs if named.get(k) is not None]
+            if not given:
+                continue
             token = getattr(config, f"{modality}_token_id", None)
-            if items is not None and token is not None and items.shape[0] > int((ids == token).any(dim=1).sum()):
+            if not isinstance(given[0], torch.Tensor) or token is None:
+                return True
+            if given[0].shape[0] > int((ids == token).any(dim=1).sum()):
                 return True
         return False
 

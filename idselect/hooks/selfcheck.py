@@ -49,23 +49,22 @@ def ensure_verified(model_type: str) -> None:
                                       f"and {SKIP_ENV}=1 skips the self-check: the hooks run unverified")
         return
     key = (version, model_type)
+    passed_now = None
     with _lock:  # one check per family, even when threads patch at once
         if key not in _results:
             token = _checking.set(True)
             started = time.perf_counter()
             try:
-                from ..testing import battery
-
-                _results[key] = battery.run(model_type)
+                _results[key] = _run_battery(model_type)
             finally:
                 _checking.reset(token)
-            seconds = time.perf_counter() - started
-            if not _results[key]:
-                warnings.warn(
-                    f"idselect: transformers {version} is outside the verified range ({_range_text()}); the self-check "
-                    f"for {model_type} passed ({', '.join(_patterns())}; {seconds:.1f} s), so the hooks go on",
-                    stacklevel=3)
+            passed_now = time.perf_counter() - started if not _results[key] else None
         failures = _results[key]
+    if passed_now is not None:  # warned outside the lock: a warnings filter set to "error" raises here
+        warnings.warn(
+            f"idselect: transformers {version} is outside the verified range ({_range_text()}); the self-check "
+            f"for {model_type} passed ({', '.join(_patterns())}; {passed_now:.1f} s), so the hooks go on",
+            stacklevel=3)
     if failures:
         raise UnverifiedTransformersError(
             f"idselect.patch: transformers {version} is outside the range idselect is verified on ({_range_text()}), "
@@ -74,6 +73,22 @@ def ensure_verified(model_type: str) -> None:
             + f"\nInstall a verified release (pip install 'transformers>={low},<={high}'), or an idselect verified on "
             f"{version}. {SKIP_ENV}=1 skips this check at your own risk: results may be silently wrong."
         )
+
+
+def _run_battery(model_type: str) -> List[str]:
+    """The battery, leaving the caller's random-number state and default dtype as they were
+    (the tiny model's weights are drawn from a fixed seed)."""
+    import torch
+
+    from ..testing import battery
+
+    dtype = torch.get_default_dtype()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_default_dtype(torch.float32)
+            return battery.run(model_type)
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 _warned: set = set()
