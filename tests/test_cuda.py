@@ -198,6 +198,24 @@ def test_more_tokens_than_the_gram_path_holds_and_odd_widths(select):
         assert_matches_reference(got, feats, scores, 100, 20.0)
 
 
+def test_k_one_over_more_tokens_than_shared_memory_holds(select):
+    """G1: k = 1 with N > 8192 returned "invalid argument" on the compiled kernel."""
+    g = torch.Generator().manual_seed(9)
+    feats = torch.randn(2, 9000, 16, generator=g)
+    scores = torch.rand(2, 9000, generator=g)
+    got = select(feats.cuda(), scores.cuda(), 1, 20.0)
+    assert torch.equal(got.cpu(), scores.argmax(1, keepdim=True))
+
+
+def test_zero_width_features(select):
+    """G3: [B, N, 0] features have no storage; every token's cosine is 0, as in the reference."""
+    g = torch.Generator().manual_seed(10)
+    feats = torch.empty(2, 50, 0)
+    scores = torch.rand(2, 50, generator=g)
+    for k in (1, 5, 50):
+        assert_matches_reference(select(feats.cuda(), scores.cuda(), k, 20.0), feats, scores, k, 20.0)
+
+
 def test_bad_path_request_is_an_error(monkeypatch):
     needs_kernel()
     monkeypatch.setenv("IDSELECT_CUDA_PATH", "fastest")

@@ -217,12 +217,10 @@ cudaError_t launch_stream_path(const SelectParams& p, cudaStream_t stream) {
 cudaError_t plan_for_current_device(int64_t B, int64_t N, int64_t D, int64_t k,
                                     FeatureType dtype, PathRequest request, Plan* plan) {
   int device = 0, major = 0;
-  size_t free_bytes = 0, total_bytes = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-  if (err == cudaSuccess) err = cudaMemGetInfo(&free_bytes, &total_bytes);
   if (err != cudaSuccess) return err;
-  *plan = plan_select(B, N, D, k, dtype, major, free_bytes, request);
+  *plan = plan_select(B, N, D, k, dtype, major, request);
   return cudaSuccess;
 }
 
@@ -230,7 +228,8 @@ cudaError_t launch_select(const SelectParams& p, const Plan& plan, cudaStream_t 
   // F6: a raw caller gets an error, never an out-of-bounds access.
   if (p.B < 0 || p.N < 0 || p.D < 0 || p.k < 0 || p.k > p.N) return cudaErrorInvalidValue;
   if (p.B == 0 || p.k == 0) return cudaSuccess;
-  if (p.features == nullptr || p.scores == nullptr || p.out == nullptr || p.workspace == nullptr)
+  // G3: a [B, N, 0] tensor has no storage; with D == 0 no kernel reads the features.
+  if ((p.features == nullptr && p.D > 0) || p.scores == nullptr || p.out == nullptr || p.workspace == nullptr)
     return cudaErrorInvalidValue;
   switch (plan.path) {
     case Path::kStream: return launch_stream_path(p, stream);

@@ -33,8 +33,8 @@ inline size_t workspace_floats(const Plan& plan, int64_t B, int64_t N) {
   return per_token + (plan.path == Path::kGram ? plan.weight_bytes / sizeof(float) : 0);
 }
 
-// The plan for this call on the current device: its compute capability and free memory
-// (cudaMemGetInfo; not a stream operation, so no synchronisation and capture-safe).
+// The plan for this call on the current device (its compute capability; no memory query, so
+// no synchronisation, capture-safe, and the same path whatever the allocator holds).
 cudaError_t plan_for_current_device(int64_t B, int64_t N, int64_t D, int64_t k,
                                     FeatureType dtype, PathRequest request, Plan* plan);
 

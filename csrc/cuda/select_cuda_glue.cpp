@@ -59,8 +59,15 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
   const cuda::FeatureType dtype = feature_type(features.scalar_type());
   cuda::Plan plan;
   C10_CUDA_CHECK(cuda::plan_for_current_device(B, N, D, k, dtype, requested_path(), &plan));
-  at::Tensor workspace =
-      at::empty({static_cast<int64_t>(cuda::workspace_floats(plan, B, N))}, scores.options());
+  at::Tensor workspace;
+  try {
+    workspace = at::empty({static_cast<int64_t>(cuda::workspace_floats(plan, B, N))}, scores.options());
+  } catch (const c10::OutOfMemoryError&) {
+    if (plan.path != cuda::Path::kGram) throw;
+    // G7: no room for the Gram path's weights (at most 1 GiB): the streaming path needs none.
+    C10_CUDA_CHECK(cuda::plan_for_current_device(B, N, D, k, dtype, cuda::PathRequest::kStream, &plan));
+    workspace = at::empty({static_cast<int64_t>(cuda::workspace_floats(plan, B, N))}, scores.options());
+  }
 
   cuda::SelectParams params;
   params.features = features.data_ptr();

@@ -1,9 +1,12 @@
 // Which CUDA path serves a call of idselect::select, as a pure function of the shapes, the
-// dtype, the device and the free memory. Plain C++ (no CUDA, no torch), so that the rule is
+// dtype and the device (G7: not of the free memory, which would make the path - and with it
+// the near-tie picks - depend on the allocator's state; the glue falls back to the streaming
+// path only when the workspace cannot be allocated at all). Plain C++ (no CUDA, no torch), so that the rule is
 // unit-tested on any machine (tests/test_cuda_dispatch.py compiles it with g++).
 //
 // Paths (docs/algorithm.md, "CUDA paths"):
-//   kArgmaxOnly  k == 1: one argmax of the clamped scores per row (greedy kernel, no weights).
+//   kArgmaxOnly  k == 1, N <= kGramMaxTokens: one argmax of the clamped scores per row (greedy
+//                kernel, no weights); a longer row takes kStream.
 //   kGram        the weights of every token pair of a row, W = exp(-gamma (1 - cos)^2), are
 //                computed once by a tiled Gram kernel (tensor cores for bf16/fp16, fp32 FMA
 //                for fp32) into a [rows, N, N] float32 workspace; then one CTA per row runs
@@ -37,9 +40,8 @@ constexpr int64_t kGramMaxTokens = 8192;
 // pays when N <= kGramTokensPerPick * k (the review's model: tensor-core Gram vs streaming
 // the features k times; LVLM shapes have N / k ~ 9-10).
 constexpr int64_t kGramTokensPerPick = 32;
-// Workspace cap for W: at most this many bytes and at most a quarter of the free memory.
+// Workspace cap for W: at most this many bytes (rows are processed in groups under it).
 constexpr std::size_t kWorkspaceCapBytes = std::size_t(1) << 30;
-constexpr std::size_t kWorkspaceFreeFraction = 4;
 
 struct Plan {
   Path path = Path::kNone;
@@ -47,25 +49,23 @@ struct Plan {
   std::size_t weight_bytes = 0; // Gram path: bytes of W for one group
 };
 
-inline std::size_t workspace_cap(std::size_t free_bytes) {
-  return std::min(kWorkspaceCapBytes, free_bytes / kWorkspaceFreeFraction);
-}
-
 inline std::size_t weight_bytes_per_row(int64_t N) {
   return static_cast<std::size_t>(N) * static_cast<std::size_t>(N) * sizeof(float);
 }
 
 // compute_major: the device's compute capability major (tensor-core bf16/fp16 needs >= 8).
 inline Plan plan_select(int64_t B, int64_t N, int64_t D, int64_t k, FeatureType dtype,
-                        int compute_major, std::size_t free_bytes, PathRequest request) {
+                        int compute_major, PathRequest request) {
   (void)D;  // the rule does not use D yet: both paths scale linearly in it
   Plan plan;
   if (B <= 0 || k <= 0 || N <= 0) return plan;
-  if (k == 1) {
+  // k == 1 is one argmax, whose kernel keeps a row's scores in shared memory (G1: only up to
+  // kGramMaxTokens); a request for the streaming path is honoured (tests stress it with k = 1).
+  if (k == 1 && N <= kGramMaxTokens && request != PathRequest::kStream) {
     plan.path = Path::kArgmaxOnly;
     return plan;
   }
-  const std::size_t cap = workspace_cap(free_bytes);
+  const std::size_t cap = kWorkspaceCapBytes;
   const bool tensor_cores_ok = dtype == FeatureType::kFloat32 || compute_major >= 8;
   const bool gram_feasible = N <= kGramMaxTokens && weight_bytes_per_row(N) <= cap && tensor_cores_ok;
   const bool gram_pays = N <= kGramTokensPerPick * k;

@@ -132,15 +132,30 @@ __device__ __forceinline__ void tile_product_stage(GramShared<T>& sh, float (&ac
 }
 
 template <typename T, bool kVector>
+__device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_begin, int64_t rows,
+                                           const float* norms, float* weights);
+
+// G2: below sm_80 the bf16 WMMA fragments are incomplete types, so the 16-bit body must not
+// even be instantiated there: the branch that names it is discarded by `if constexpr` (the
+// plan never sends bf16/fp16 to this kernel below sm_80: tensor_cores_ok).
+template <typename T, bool kVector>
 __global__ void __launch_bounds__(kGramThreads) gram_kernel(SelectParams p, int64_t row_begin,
                                                             int64_t rows, const float* norms,
                                                             float* weights) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   if constexpr (!std::is_same_v<T, float>) {
-    __trap();  // the plan never sends bf16/fp16 here below sm_80 (tensor_cores_ok)
-    return;
+    __trap();
+  } else {
+    gram_tiles<T, kVector>(p, row_begin, rows, norms, weights);
   }
+#else
+  gram_tiles<T, kVector>(p, row_begin, rows, norms, weights);
 #endif
+}
+
+template <typename T, bool kVector>
+__device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_begin, int64_t rows,
+                                           const float* norms, float* weights) {
   __shared__ GramShared<T> sh;
   const int64_t N = p.N, D = p.D;
   const int64_t tiles = (N + kTile - 1) / kTile;
@@ -357,7 +372,12 @@ cudaError_t launch_gram_dtype(const SelectParams& p, const Plan& plan, int num_s
 }  // namespace
 
 cudaError_t launch_gram_path(const SelectParams& p, const Plan& plan, cudaStream_t stream) {
-  if (p.N > kGramMaxTokens) return cudaErrorInvalidValue;  // S must fit in shared memory
+  if (p.N > kGramMaxTokens) return cudaErrorInvalidValue;  // S must fit in shared memory (G1: plan_select)
+  // G8: a raw caller's plan must describe a workspace that holds its row groups' weights.
+  if (plan.path == Path::kGram &&
+      (plan.rows_per_group < 1 ||
+       static_cast<std::size_t>(plan.rows_per_group) * weight_bytes_per_row(p.N) > plan.weight_bytes))
+    return cudaErrorInvalidValue;
   int device = 0, num_sms = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);

@@ -1,5 +1,5 @@
 // Test driver for csrc/cuda/select_dispatch.h (tests/test_cuda_dispatch.py): reads one query
-// per line, "B N D k dtype compute_major free_bytes request" (dtype: f32|f16|bf16, request:
+// per line, "B N D k dtype compute_major request" (dtype: f32|f16|bf16, request:
 // auto|gram|stream), prints "path rows_per_group weight_bytes" for each.
 #include <iostream>
 #include <string>
@@ -9,15 +9,15 @@
 using namespace idselect::cuda;
 
 int main() {
-  long long B, N, D, k, free_bytes;
+  long long B, N, D, k;
   int major;
   std::string dtype_name, request_name;
-  while (std::cin >> B >> N >> D >> k >> dtype_name >> major >> free_bytes >> request_name) {
+  while (std::cin >> B >> N >> D >> k >> dtype_name >> major >> request_name) {
     const FeatureType dtype = dtype_name == "f32" ? FeatureType::kFloat32
                               : dtype_name == "f16" ? FeatureType::kFloat16 : FeatureType::kBFloat16;
     const PathRequest request = request_name == "gram" ? PathRequest::kGram
                                 : request_name == "stream" ? PathRequest::kStream : PathRequest::kAuto;
-    const Plan plan = plan_select(B, N, D, k, dtype, major, static_cast<std::size_t>(free_bytes), request);
+    const Plan plan = plan_select(B, N, D, k, dtype, major, request);
     const char* path = plan.path == Path::kNone ? "none"
                        : plan.path == Path::kArgmaxOnly ? "argmax"
                        : plan.path == Path::kGram ? "gram" : "stream";
