@@ -2,6 +2,7 @@
 
     python bench/bench_select.py                 # CPU grid (2 threads on the dev machine)
     python bench/bench_select.py --quick         # a few cases, for a smoke run
+    python bench/bench_select.py --goals         # the first group only (GPU: the four goal shapes)
     IDSELECT_CUDA_KERNEL=1 python bench/bench_select.py --device cuda
                                                  # GPU grid (bf16), results/select_cuda.json
 """
@@ -89,6 +90,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=11)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--goals", action="store_true", help="only the first group: the goal shapes, every path")
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"))
     p.add_argument("--replot", metavar="JSON", help="only redraw the PNG from an earlier JSON")
     args = p.parse_args(argv)
@@ -99,12 +101,14 @@ def main(argv=None):
 
     device_type = torch.device(args.device).type
     grid = (cuda_grid if device_type == "cuda" else cpu_grid)(args.quick)
+    if args.goals:
+        grid = grid[:1]
     if device_type == "cuda" and idselect.backend_for("cuda") != "native":
         print("note: the compiled CUDA kernel is not loaded (set IDSELECT_CUDA_KERNEL=1 before the run): "
               "native is the batched tensor-op path and the kernel_* backends are left out")
         grid = [(cases, [b for b in backends if b not in benchmark.KERNEL_PATH_ENV], la) for cases, backends, la in grid]
     os.makedirs(args.out_dir, exist_ok=True)
-    stem = f"select_{device_type}" + ("_quick" if args.quick else "")
+    stem = f"select_{device_type}" + ("_quick" if args.quick else "_goals" if args.goals else "")
     rows = []
     for cases, backends, lookaheads in grid:
         rows += benchmark.run(cases, backends, args.device, args.repeats, lookaheads, progress=True)

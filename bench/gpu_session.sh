@@ -1,67 +1,137 @@
 #!/usr/bin/env bash
-# Everything the CUDA issue needs from a GPU machine, in ONE device call (10-minute cap):
-#   build, the CUDA tests with the compiled kernel opted in (IDSELECT_CUDA_KERNEL=1) and on the
-#   default route, compute-sanitizer memcheck + racecheck + synccheck, the benchmark.
+# The first thing a lent GPU runs, in ONE device call (the lease: 15 minutes of device time in
+# all, at most 10 minutes per call, 8 files back). Steps in priority order, each with its own
+# time limit, all under one deadline (GPU_SESSION_SECONDS, default 530 s, so that the call fits
+# `timeout_s=560`); each step writes its result under $OUT as it finishes:
 #
-#     bash bench/gpu_session.sh
+#   1. device facts            2. build the extension (nvcc, sm_90)
+#   3. correctness: every CUDA path vs the reference (compiled kernel, default device path,
+#      graph capture), then the shared suites on CUDA
+#   4. op benchmark at the four goal shapes, every path side by side
+#   5. end to end, LLaVA-1.5-7B shape (bf16, random weights): batch 1 and 8, unpruned vs keep
+#      64 and 16, ID-Selection vs top-k vs reference
+#   6. compute-sanitizer memcheck and racecheck on small cases
+#   7. with the time left: LLaVA-NeXT-7B and Qwen2.5-VL-7B end to end
 #
-# Every step has its own time limit (they add up to about 8.5 minutes) and writes its log
-# under $OUT as it goes, so a slow step costs its own results only. Results: $OUT/summary.log,
-# build/tests/sanitizer logs, select_cuda.json/.png (also copied to bench/results/).
+#     bash bench/gpu_session.sh              # on the GPU machine (OUT set by the device tool)
+#     bash bench/gpu_session.sh --rehearse   # on a CPU machine: tiny shapes, CPU device, no nvcc
+#                                            # build or sanitizers (CI runs this)
+#
+# Files under $OUT (at most 8): summary.log, logs.tar.gz (every step's log), select_cuda_goals
+# .json/.png, e2e_real_cuda.json, e2e_real_cuda.png, e2e_real_cuda_share.png. Exit status 0
+# only if every step that ran passed; a step cut by its limit is reported as such.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+REHEARSE=0
+[ "${1:-}" = "--rehearse" ] && REHEARSE=1
 OUT=${OUT:-/tmp/idselect-gpu}
-mkdir -p "$OUT"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 PY=${PYTHON:-python3}
-status=0
+BUDGET=${GPU_SESSION_SECONDS:-530}
 start=$(date +%s)
-step() { echo "=== [$(( $(date +%s) - start ))s] $1" | tee -a "$OUT/summary.log"; }
-check() {  # check NAME RC: record a failed step (124: it ran out of time)
-  if [ "$2" -ne 0 ]; then status=1; echo "FAILED: $1 (rc=$2$([ "$2" -eq 124 ] && echo ', time limit'))" | tee -a "$OUT/summary.log"; fi
+status=0
+summary="$OUT/summary.log"
+: > "$summary"
+
+say() { echo "$*" | tee -a "$summary"; }
+left() { echo $((BUDGET - ($(date +%s) - start))); }
+# run NAME LIMIT LOG CMD...: CMD under min(LIMIT, time left), its output in LOG; records failure.
+run() {
+  local name=$1 limit=$2 log=$3; shift 3
+  local remaining; remaining=$(left)
+  if [ "$remaining" -lt 15 ]; then say "SKIPPED: $name (no time left)"; return 1; fi
+  [ "$limit" -gt "$remaining" ] && limit=$remaining
+  say "=== [$(( $(date +%s) - start ))s] $name (limit ${limit}s)"
+  timeout "$limit" "$@" > "$LOGS/$log" 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    status=1
+    say "FAILED: $name (rc=$rc$([ $rc -eq 124 ] && echo ', time limit'))"
+  fi
+  tail -n 12 "$LOGS/$log" >> "$summary"
+  return $rc
 }
+bundle() { tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs 2>/dev/null; }
+trap bundle EXIT
 
-step "device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$OUT/summary.log"
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" 2>&1 | tee -a "$OUT/summary.log"
-echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)" | tee -a "$OUT/summary.log"
+if [ $REHEARSE = 1 ]; then
+  DEVICE=cpu SIZE=small KERNEL_ENV=()
+  say "rehearsal: CPU device, tiny shapes, no nvcc build and no sanitizers"
+else
+  DEVICE=cuda SIZE=real KERNEL_ENV=(env IDSELECT_CUDA_KERNEL=1)
+fi
 
-step "build (TORCH_CUDA_ARCH_LIST=9.0, ptxas -v in build.log)"
-TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=16 timeout 200 \
-  $PY -m pip install --no-build-isolation --no-deps -v -e . > "$OUT/build.log" 2>&1
-rc=$?; check build $rc
-if [ $rc -ne 0 ]; then tail -40 "$OUT/build.log" | tee -a "$OUT/summary.log"; exit 1; fi
-grep -E "spill (stores|loads)" "$OUT/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | head -5 | tee -a "$OUT/summary.log"
-IDSELECT_CUDA_KERNEL=1 $PY -c "import idselect; print('native with IDSELECT_CUDA_KERNEL=1:', idselect.native_backends())" 2>&1 | tee -a "$OUT/summary.log"
-$PY -c "import idselect; print('default route for cuda:', idselect.backend_for('cuda'))" 2>&1 | tee -a "$OUT/summary.log"
+# 1. Device facts.
+say "=== [0s] device"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || echo "no nvidia-smi"
+  $PY -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" 2>&1
+  echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)"
+} | tee -a "$summary"
 
-step "tests: compiled kernel, every path (IDSELECT_CUDA_KERNEL=1)"
-IDSELECT_CUDA_KERNEL=1 timeout 170 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/tests_kernel.log" 2>&1
-check "tests kernel" $?
-tail -15 "$OUT/tests_kernel.log" | tee -a "$OUT/summary.log"
+# 2. The extension: built here for sm_90 (the build log keeps ptxas -v).
+if [ $REHEARSE = 0 ]; then
+  build_start=$(date +%s)
+  run "build (TORCH_CUDA_ARCH_LIST=9.0)" 150 build.log \
+    env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 $PY -m pip install --no-build-isolation --no-deps -v -e . \
+    || { say "the build failed: nothing else can run"; exit 1; }
+  say "build took $(( $(date +%s) - build_start ))s"
+  grep -E "spill (stores|loads)" "$LOGS/build.log" | grep -v " 0 bytes spill stores, 0 bytes spill loads" | head -5 >> "$summary"
+fi
+"${KERNEL_ENV[@]}" $PY -c "import idselect; print('native backends:', idselect.native_backends(), '| cuda served by:', idselect.backend_for('cuda'))" 2>&1 | tee -a "$summary"
 
-step "tests: shared suites on CUDA with the kernel, and on the default route"
-IDSELECT_CUDA_KERNEL=1 timeout 80 $PY -m pytest -q -p no:cacheprovider -k cuda \
-  tests/test_select.py tests/test_errors.py tests/test_properties.py > "$OUT/tests_shared_kernel.log" 2>&1
-check "tests shared (kernel)" $?
-tail -5 "$OUT/tests_shared_kernel.log" | tee -a "$OUT/summary.log"
-timeout 80 $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or opt_in or off_by_default" \
-  tests/test_select.py tests/test_device_path.py tests/test_cuda.py > "$OUT/tests_default.log" 2>&1
-check "tests default route" $?
-tail -5 "$OUT/tests_default.log" | tee -a "$OUT/summary.log"
+# 3. Correctness (rehearsal: the same commands, whose CUDA tests skip, then the CPU kernel's).
+run "tests: every CUDA path (IDSELECT_CUDA_KERNEL=1)" 120 tests_cuda.log \
+  "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+run "tests: shared suites on CUDA (kernel), routing" 45 tests_shared.log \
+  "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or opt_in or off_by_default" \
+  tests/test_select.py tests/test_errors.py tests/test_properties.py tests/test_device_path.py
+if [ $REHEARSE = 1 ]; then
+  run "tests: the CPU kernel and the device path against the reference" 120 tests_cpu.log \
+    $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_select.py tests/test_device_path.py
+fi
 
-for tool in memcheck racecheck synccheck; do
-  step "compute-sanitizer --tool $tool python3 bench/sanitize_cases.py"
-  timeout 60 compute-sanitizer --tool "$tool" --error-exitcode 9 $PY bench/sanitize_cases.py > "$OUT/sanitizer_$tool.log" 2>&1
-  check "sanitizer $tool" $?
-  tail -4 "$OUT/sanitizer_$tool.log" | tee -a "$OUT/summary.log"
+# 4. The op benchmark at the goal shapes (rehearsal: the CPU's main group, two repeats).
+if [ $REHEARSE = 0 ]; then
+  run "op benchmark: goal shapes, every path" 75 bench_select.log \
+    "${KERNEL_ENV[@]}" $PY bench/bench_select.py --device cuda --goals --out-dir "$OUT"
+else
+  run "op benchmark (rehearsal: quick CPU grid)" 120 bench_select.log \
+    $PY bench/bench_select.py --device cpu --quick --repeats 2 --out-dir "$OUT"
+fi
+
+# 5. End to end, LLaVA-1.5-7B shape.
+E2E=(--size "$SIZE" --device "$DEVICE" --keeps 64 16 --batches 1 8 --out-dir "$OUT")
+if [ $REHEARSE = 0 ]; then
+  run "end to end: llava-1.5-7b (bf16)" 110 e2e_llava.log \
+    "${KERNEL_ENV[@]}" $PY bench/bench_e2e.py "${E2E[@]}" --models llava-1.5-7b --variants id topk reference --repeats 3
+else
+  run "end to end (rehearsal: small llava-1.5-7b)" 120 e2e_llava.log \
+    $PY bench/bench_e2e.py "${E2E[@]}" --models llava-1.5-7b --variants id topk reference --repeats 1 --new-tokens 4
+fi
+
+# 6. compute-sanitizer on small cases.
+if [ $REHEARSE = 0 ]; then
+  for tool in memcheck racecheck; do
+    run "compute-sanitizer --tool $tool" 30 "sanitizer_$tool.log" \
+      compute-sanitizer --tool "$tool" --error-exitcode 9 $PY bench/sanitize_cases.py
+  done
+fi
+
+# 7. Whatever time is left: two more models end to end (rows merge into the same JSON).
+for model in llava-next-7b qwen2.5-vl-7b; do
+  if [ $REHEARSE = 0 ]; then
+    run "end to end: $model (time left)" 100 "e2e_$model.log" \
+      "${KERNEL_ENV[@]}" $PY bench/bench_e2e.py "${E2E[@]}" --models "$model" --variants id topk --repeats 3 || true
+  else
+    run "end to end (rehearsal: small $model)" 60 "e2e_$model.log" \
+      $PY bench/bench_e2e.py "${E2E[@]}" --models "$model" --variants id topk --repeats 1 --new-tokens 4 || true
+  fi
 done
 
-step "benchmark (IDSELECT_CUDA_KERNEL=1; JSON written after every group)"
-IDSELECT_CUDA_KERNEL=1 timeout 150 $PY bench/bench_select.py --device cuda --out-dir "$OUT" > "$OUT/bench.log" 2>&1
-check benchmark $?
-grep -v "run/s\|s/run" "$OUT/bench.log" | tail -80 | tee -a "$OUT/summary.log"
-mkdir -p bench/results && cp "$OUT"/select_cuda.* bench/results/ 2>/dev/null
-
-step "done, status $status"
+say "=== [$(( $(date +%s) - start ))s] done, status $status"
+bundle
+rm -rf "$LOGS"
+trap - EXIT
 exit $status
