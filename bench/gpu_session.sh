@@ -13,6 +13,11 @@
 #   6. compute-sanitizer memcheck and racecheck on small cases
 #   7. with the time left: LLaVA-NeXT-7B and Qwen2.5-VL-7B end to end
 #
+# Expected on an H100 (estimates: the build measured 44 s on 2 CPU cores here; end to end from
+# the dry run, bench_e2e.py --dry-run): device 5 s, build 30-60 s, tests 60-100 s, benchmark
+# 40 s, LLaVA-1.5 end to end 110 s, sanitizers 40 s: about 5.5 minutes, leaving about 3 for
+# step 7. The limits (150, 100, 40, 60, 150, 30 + 30 s) cap a step that hangs.
+#
 #     bash bench/gpu_session.sh              # on the GPU machine (OUT set by the device tool)
 #     bash bench/gpu_session.sh --rehearse   # on a CPU machine: tiny shapes, CPU device, no nvcc
 #                                            # build or sanitizers (CI runs this)
@@ -82,9 +87,9 @@ fi
 "${KERNEL_ENV[@]}" $PY -c "import idselect; print('native backends:', idselect.native_backends(), '| cuda served by:', idselect.backend_for('cuda'))" 2>&1 | tee -a "$summary"
 
 # 3. Correctness (rehearsal: the same commands, whose CUDA tests skip, then the CPU kernel's).
-run "tests: every CUDA path (IDSELECT_CUDA_KERNEL=1)" 120 tests_cuda.log \
+run "tests: every CUDA path (IDSELECT_CUDA_KERNEL=1)" 100 tests_cuda.log \
   "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
-run "tests: shared suites on CUDA (kernel), routing" 45 tests_shared.log \
+run "tests: shared suites on CUDA (kernel), routing" 40 tests_shared.log \
   "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or opt_in or off_by_default" \
   tests/test_select.py tests/test_errors.py tests/test_properties.py tests/test_device_path.py
 if [ $REHEARSE = 1 ]; then
@@ -94,7 +99,7 @@ fi
 
 # 4. The op benchmark at the goal shapes (rehearsal: the CPU's main group, two repeats).
 if [ $REHEARSE = 0 ]; then
-  run "op benchmark: goal shapes, every path" 75 bench_select.log \
+  run "op benchmark: goal shapes, every path" 60 bench_select.log \
     "${KERNEL_ENV[@]}" $PY bench/bench_select.py --device cuda --goals --out-dir "$OUT"
 else
   run "op benchmark (rehearsal: quick CPU grid)" 120 bench_select.log \
@@ -104,7 +109,7 @@ fi
 # 5. End to end, LLaVA-1.5-7B shape.
 E2E=(--size "$SIZE" --device "$DEVICE" --keeps 64 16 --batches 1 8 --out-dir "$OUT")
 if [ $REHEARSE = 0 ]; then
-  run "end to end: llava-1.5-7b (bf16)" 110 e2e_llava.log \
+  run "end to end: llava-1.5-7b (bf16)" 150 e2e_llava.log \
     "${KERNEL_ENV[@]}" $PY bench/bench_e2e.py "${E2E[@]}" --models llava-1.5-7b --variants id topk reference --repeats 3
 else
   run "end to end (rehearsal: small llava-1.5-7b)" 120 e2e_llava.log \
