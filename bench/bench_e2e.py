@@ -2,7 +2,7 @@
 and peak GPU memory, unpruned vs keep 192/128/64/16, at batch 1 and 8, on random-weight models
 built from configs. Per keep, side by side in one process: ID-Selection (the op as dispatched on
 this device), plain top-k by the same importance (``selection="topk"``, no diversity step) and
-ID-Selection through the pure-PyTorch reference (the op's backend forced, benchmark-only).
+ID-Selection through the pure-PyTorch reference (``selection=idselect.reference.select``).
 
     python bench/bench_e2e.py --size real --device cuda --models llava-1.5-7b   # bf16, sdpa
     python bench/bench_e2e.py --size small                                      # tiny widths, CPU
@@ -31,12 +31,10 @@ import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 
 import torch
 
 import idselect
-import idselect.hooks.core as hooks_core
 from idselect import device_path, reference
 from idselect.benchmark import device_name, git_commit
 from idselect.cli_args import positive_int
@@ -53,12 +51,13 @@ MODELS = ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-large
 KNOWN_PARAMS = {"llava-1.5-7b": 7.06e9, "llava-next-7b": 7.06e9, "qwen2.5-vl-7b": 8.29e9, "qwen2.5-vl-7b-large": 8.29e9,
                 "qwen3-vl-8b": 8.767e9, "llava-onevision-7b": 8.03e9}
 
-#: variant -> (selection= of idselect.patch, function forced in place of the op, or None).
+#: variant -> selection= of idselect.patch: "id" is the op as dispatched here
+#: (idselect.backend_for); a function replaces the op for that handle (patch's docstring).
 VARIANTS = {
-    "id": ("id", None),  # the op as dispatched here (idselect.backend_for)
-    "topk": ("topk", None),
-    "reference": ("id", reference.select),
-    "device_path": ("id", device_path.select),
+    "id": "id",
+    "topk": "topk",
+    "reference": reference.select,
+    "device_path": device_path.select,
 }
 
 
@@ -254,22 +253,6 @@ def batched_inputs(spec, batch, text_tokens, device, dtype):
     return inputs
 
 
-@contextmanager
-def forced_selection(fn):
-    """Benchmark-only: route the hooks' call of the op to ``fn`` (e.g. idselect.reference.select)
-    for the duration, so one process times several backends on the same model. The hooks look
-    the name up at every call, so swapping the module attribute is enough; nothing else changes."""
-    if fn is None:
-        yield
-        return
-    original = hooks_core.id_select
-    hooks_core.id_select = lambda feats, scores, k, gamma, lengths=None, validate=True: fn(feats, scores, k, gamma, lengths)
-    try:
-        yield
-    finally:
-        hooks_core.id_select = original
-
-
 def timed(fn, device, repeats):
     """Median and p10/p90 (ms) of ``repeats`` runs after one warm-up run."""
     times = []
@@ -309,11 +292,10 @@ def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens,
         llm_unpruned = inputs["input_ids"].shape[1]
         plan = [(None, "unpruned")] + [(k, v) for k in usable for v in variants]
         for keep, variant in plan:
-            selection, forced = VARIANTS.get(variant, (None, None))
-            handle = idselect.patch(model, keep=keep, selection=selection) if keep is not None else None
+            handle = idselect.patch(model, keep=keep, selection=VARIANTS[variant]) if keep is not None else None
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            with torch.no_grad(), forced_selection(forced):
+            with torch.no_grad():
                 prefill = timed(lambda: model(**inputs, use_cache=True, logits_to_keep=1), device, repeats)
                 stats = dict(handle.last_stats) if handle else {}
                 gen = timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
@@ -322,7 +304,7 @@ def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens,
             if handle:
                 handle.remove()
             backend = "-" if variant in ("unpruned", "topk") else (
-                idselect.backend_for(torch.device(device).type) if forced is None else variant)
+                idselect.backend_for(torch.device(device).type) if variant == "id" else variant)
             rows.append({"model": spec.name, "batch": batch, "variant": variant, "backend": backend,
                          "keep": keep if keep is not None else spec.visual_tokens,
                          "visual_tokens": stats.get("visual_tokens_after", spec.visual_tokens * batch) // batch,

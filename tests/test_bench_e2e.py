@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import idselect
-import idselect.hooks.core as hooks_core
 from idselect import reference
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
@@ -47,26 +46,19 @@ def test_e2e_smoke_two_models_merge_into_one_file(tmp_path):
     assert json.loads((out / "e2e_small_cpu.json").read_text()) == rows
 
 
-def test_forced_selection_routes_the_hooks_call_and_restores_it():
+def test_variants_route_the_selection_through_patch():
+    """The reference and device-path variants hand patch() the function itself (no private
+    name is replaced); on these inputs they keep what the compiled op keeps."""
     spec = bench_e2e.build("llava-1.5-7b", "small")
     model = bench_e2e.make_model(spec, "cpu", torch.float32)
     inputs = bench_e2e.batched_inputs(spec, 2, 32, "cpu", torch.float32)
-    calls = []
-
-    def spy(feats, scores, k, gamma, lengths=None):
-        calls.append((tuple(feats.shape), k))
-        return reference.select(feats, scores, k, gamma, lengths)
-
-    original = hooks_core.id_select
-    with torch.no_grad(), idselect.patch(model, keep=16) as handle:
-        model(**inputs)
-        default_kept = [k.tolist() for k in handle.last_stats["kept_indices"]]
-        with bench_e2e.forced_selection(spy):
+    kept = {}
+    for variant in ("id", "reference", "device_path"):
+        with torch.no_grad(), idselect.patch(model, keep=16, selection=bench_e2e.VARIANTS[variant]) as handle:
             model(**inputs)
-        forced_kept = [k.tolist() for k in handle.last_stats["kept_indices"]]
-    assert calls == [((2, 576, 256), 16)]
-    assert hooks_core.id_select is original
-    assert forced_kept == default_kept  # the reference and the compiled op agree on these inputs
+        kept[variant] = [k.tolist() for k in handle.last_stats["kept_indices"]]
+    assert bench_e2e.VARIANTS["reference"] is reference.select
+    assert kept["reference"] == kept["id"] == kept["device_path"]
 
 
 def test_dry_run_real_shapes(tmp_path):

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import idselect
-import idselect.hooks.core as hooks_core
 from idselect.testing.cases import MODELS, build, case
 
 FAMILIES = list(MODELS)
@@ -139,14 +138,31 @@ def test_relevance_layer_out_of_range_names_the_layers_at_patch_time():
         idselect.patch(model, keep=4, relevance_layer=7)
 
 
-def test_one_select_call_per_batch(monkeypatch):
+def test_one_select_call_per_batch():
     calls = []
-    real = hooks_core.id_select
-    monkeypatch.setattr(hooks_core, "id_select", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+
+    def spy(features, scores, k, gamma, lengths):
+        calls.append(features.shape)
+        return idselect.select(features, scores, k, gamma, lengths)
+
     model, kwargs, counts = case("llava", [(2, 2, 3), (4, 1, 1)])
-    with torch.no_grad(), idselect.patch(model, keep=4):
+    with torch.no_grad(), idselect.patch(model, keep=4) as handle:
+        model(**kwargs)
+    default_kept = [k.tolist() for k in handle.last_stats["kept_indices"]]
+    with torch.no_grad(), idselect.patch(model, keep=4, selection=spy) as handle:
         model(**kwargs)
     assert calls == [torch.Size([3, 16, 48])]
+    assert [k.tolist() for k in handle.last_stats["kept_indices"]] == default_kept
+
+
+@pytest.mark.parametrize("bad,error", [(lambda f, s, k, g, n: torch.zeros(f.shape[0], k), "int64 tensor of shape"),
+                                       (lambda f, s, k, g, n: torch.zeros(f.shape[0], k + 1, dtype=torch.long), "shape"),
+                                       (lambda f, s, k, g, n: torch.full((f.shape[0], k), 99, dtype=torch.long), "outside"),
+                                       (lambda f, s, k, g, n: [0] * k, "list")])
+def test_a_selection_function_returning_nonsense_is_refused_before_pruning(bad, error):
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    with torch.no_grad(), idselect.patch(model, keep=4, selection=bad), pytest.raises((TypeError, ValueError), match=error):
+        model(**kwargs)
 
 
 @pytest.mark.parametrize("importance", ["unified", "saliency", "relevance"])

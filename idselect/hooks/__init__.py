@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ def patch(
     alpha: float = 0.5,
     relevance_layer: Optional[int] = None,
     relevance_rope: bool = False,
-    selection: str = "id",
+    selection: Union[str, Callable[..., torch.Tensor]] = "id",
 ) -> PatchHandle:
     """Make ``model`` feed its LLM only the visual tokens chosen by ID-Selection.
 
@@ -64,10 +64,13 @@ def patch(
         attention (its relevance then runs those layers on the whole prompt first).
     relevance_rope : bool
         Apply the LLM's rotary embedding to q and k for relevance.
-    selection : {"id", "topk"}
+    selection : {"id", "topk"} or callable
         "id": ID-Selection (importance with similarity suppression); "topk": the ``keep``
         highest-importance tokens, no diversity step (the baseline of VisionZip / FasterVLM
-        style pruning, for comparisons).
+        style pruning, for comparisons). A callable with the op's signature,
+        ``fn(features [G, n, D], scores [G, n], k, gamma, lengths [G]) -> int64 [G, k]``
+        (e.g. ``idselect.reference.select`` or ``idselect.device_path.select``), replaces the
+        op for this handle: how benchmarks compare backends on one model.
 
     Returns
     -------
@@ -117,7 +120,7 @@ def patch(
         alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
         relevance_layer=_layer_option(relevance_layer, adapter.decoder_layers(adapter.language_model(model))),
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
-        selection=_choice_option("selection", selection, SELECTION_CHOICES),
+        selection=selection if callable(selection) else _choice_option("selection", selection, SELECTION_CHOICES),
     )
     cache_arg = _cache_argument(model, adapter)
     selfcheck.ensure_verified(model_type)  # outside the verified transformers range: prove, or refuse

@@ -80,7 +80,7 @@ class Options:
     alpha: float
     relevance_layer: int
     relevance_rope: bool
-    selection: str = "id"
+    selection: Any = "id"  # "id", "topk", or a function with the op's signature (patch's docstring)
 
     def budget(self, num_tokens: int) -> int:
         """Tokens the LLM receives for a medium of num_tokens tokens."""
@@ -652,6 +652,8 @@ class PatchHandle:
                 valid = torch.arange(width, device=s.device)[None] < lengths[:, None]
                 order = torch.where(valid, s, s.new_full((), -1.0)).sort(dim=1, descending=True, stable=True).indices
                 picked = order[:, :k_eff]
+            elif callable(opts.selection):
+                picked = _checked_picks(opts.selection(feats.detach(), s, k_eff, opts.gamma, lengths), lengths, k_eff)
             else:
                 picked = id_select(feats.detach(), s, k_eff, opts.gamma, lengths, validate=False)
             for j, i in enumerate(members):
@@ -812,6 +814,18 @@ def _expand_for_rows(media: List[Media], row_counts: List[int], modality: str) -
             raise RuntimeError(f"idselect: the {modality} placeholders of batch rows {first}.. do not match their features")
         out += group * expand
     return out
+
+
+def _checked_picks(picked, lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """What a selection function passed to patch() returned, checked before it prunes anything."""
+    if not isinstance(picked, torch.Tensor) or picked.dtype != torch.long or tuple(picked.shape) != (lengths.numel(), k):
+        raise TypeError(
+            f"idselect: the selection function must return an int64 tensor of shape {[lengths.numel(), k]}, got "
+            + (f"{picked.dtype} {list(picked.shape)}" if isinstance(picked, torch.Tensor) else type(picked).__name__)
+        )
+    if bool(((picked < 0) | (picked >= lengths[:, None])).any()):
+        raise ValueError(f"idselect: the selection function returned indices outside [0, length) per row: {picked.tolist()}")
+    return picked
 
 
 def _zero_score_picks(selections, gamma: float) -> List[Optional[int]]:
