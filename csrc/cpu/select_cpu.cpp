@@ -16,6 +16,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -25,10 +27,15 @@
 #include "../select_checks.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-// One clone per ISA level; the loader picks the best the CPU supports.
-#define IDSELECT_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// The hot loops are compiled once per x86-64 ISA level; isa_setting() picks one per call: the
+// best the CPU supports, or the level IDSELECT_CPU_ISA asks for (benchmarks compare levels in
+// one process, tests check that every level gives the same bits).
+#define IDSELECT_X86_LEVELS 1
+#define IDSELECT_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define IDSELECT_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #else
-#define IDSELECT_HOT
+#define IDSELECT_TARGET_V4
+#define IDSELECT_TARGET_V3
 #endif
 
 namespace idselect {
@@ -37,16 +44,55 @@ namespace {
 constexpr float kEps = 1e-12f;
 constexpr int kMaxLookahead = 8;  // similarity rows computed per pass, at most
 
-// Helpers that take or return vectors are always inlined: a call across target clones would
-// pass a 64-byte vector under two different ABIs (zmm register vs memory).
+// Helpers that take or return vectors are always inlined: a call across ISA levels would pass
+// a vector under two different ABIs (register vs memory).
 #define IDSELECT_INLINE inline __attribute__((always_inline))
 
-// 16 float32 lanes. Element-wise vector ops round exactly like the scalar ones, and a
-// compiler without the ISA splits them, so the summation order below is the same on every
-// target; the accumulators stay in registers, which plain float arrays did not.
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef uint16_t u16x16 __attribute__((vector_size(32)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
+// 16 float32 lanes, held as 16 / W parts of the level's native width W (x86-64-v4: one 16-lane
+// zmm; v3: two 8-lane ymm; baseline: four 4-lane xmm). A 64-byte generic vector on a 32-byte
+// ISA is lowered through the stack, which made the v3 clone 3-7x slower than v4 (issue 20);
+// parts of the native width stay in registers. Every op is element-wise and rounds like the
+// scalar one, so lane l holds the same value at every width: results are the same bits on
+// every level.
+template <int W>
+struct VecTypes;
+template <>
+struct VecTypes<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef uint32_t u __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+  typedef uint16_t h __attribute__((vector_size(32)));
+};
+template <>
+struct VecTypes<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef uint32_t u __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+  typedef uint16_t h __attribute__((vector_size(16)));
+};
+template <>
+struct VecTypes<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef uint32_t u __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+  typedef uint16_t h __attribute__((vector_size(8)));
+};
+
+template <int W>
+struct Lanes16 {
+  static constexpr int kParts = 16 / W;
+  typename VecTypes<W>::f part[kParts];
+};
+template <int W>
+IDSELECT_INLINE Lanes16<W> zero16() {
+  Lanes16<W> v;
+  for (int p = 0; p < Lanes16<W>::kParts; ++p) v.part[p] = typename VecTypes<W>::f{};
+  return v;
+}
+template <int W>
+IDSELECT_INLINE void add_product(Lanes16<W>& acc, const Lanes16<W>& a, const Lanes16<W>& b) {
+  for (int p = 0; p < Lanes16<W>::kParts; ++p) acc.part[p] += a.part[p] * b.part[p];
+}
 
 IDSELECT_INLINE float load(float x) { return x; }
 IDSELECT_INLINE float load(c10::BFloat16 x) {
@@ -65,103 +111,136 @@ IDSELECT_INLINE float load(c10::Half x) {
 #endif
 }
 
-IDSELECT_INLINE f32x16 load16(const float* p) {
-  f32x16 v;
+template <int W>
+IDSELECT_INLINE typename VecTypes<W>::f load_part(const float* p) {
+  typename VecTypes<W>::f v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
-IDSELECT_INLINE f32x16 load16(const c10::BFloat16* p) {
-  u16x16 h;
+template <int W>
+IDSELECT_INLINE typename VecTypes<W>::f load_part(const c10::BFloat16* p) {
+  typename VecTypes<W>::h h;
   std::memcpy(&h, p, sizeof(h));
-  const u32x16 bits = __builtin_convertvector(h, u32x16) << 16;
-  f32x16 v;
+  const typename VecTypes<W>::u bits = __builtin_convertvector(h, typename VecTypes<W>::u) << 16;
+  typename VecTypes<W>::f v;
   std::memcpy(&v, &bits, sizeof(v));
   return v;
 }
 // Exact float16 -> float32 with integer vector ops: the compiler turns a _Float16 vector
 // conversion into one instruction per element on CPUs without AVX512-FP16, 2x slower overall.
-IDSELECT_INLINE f32x16 load16(const c10::Half* p) {
-  typedef int32_t i32x16 __attribute__((vector_size(64)));
-  u16x16 h;
+template <int W>
+IDSELECT_INLINE typename VecTypes<W>::f load_part(const c10::Half* p) {
+  typedef typename VecTypes<W>::u u;
+  typedef typename VecTypes<W>::i i;
+  typename VecTypes<W>::h h;
   std::memcpy(&h, p, sizeof(h));
-  const u32x16 bits = __builtin_convertvector(h, u32x16);
-  const u32x16 sign = (bits & 0x8000u) << 16;
-  const u32x16 magnitude = (bits & 0x7fffu) << 13;  // exponent and mantissa, float-aligned
+  const u bits = __builtin_convertvector(h, u);
+  const u sign = (bits & 0x8000u) << 16;
+  const u magnitude = (bits & 0x7fffu) << 13;  // exponent and mantissa, float-aligned
   // Rebias the exponent by multiplying by 2^112 (exact, and right for subnormal halves too).
-  f32x16 scaled;
+  typename VecTypes<W>::f scaled;
   std::memcpy(&scaled, &magnitude, sizeof(scaled));
   scaled *= 0x1.0p112f;
-  u32x16 out;
+  u out;
   std::memcpy(&out, &scaled, sizeof(out));
-  const i32x16 special = (bits & 0x7c00u) == 0x7c00u;  // inf / NaN: all-ones exponent
-  out = (u32x16)(((i32x16)(magnitude | 0x7f800000u) & special) | ((i32x16)out & ~special));
+  const i special = (bits & 0x7c00u) == 0x7c00u;  // inf / NaN: all-ones exponent
+  out = (u)(((i)(magnitude | 0x7f800000u) & special) | ((i)out & ~special));
   out |= sign;
-  f32x16 v;
+  typename VecTypes<W>::f v;
   std::memcpy(&v, &out, sizeof(v));
+  return v;
+}
+template <int W, typename T>
+IDSELECT_INLINE Lanes16<W> load16(const T* p) {
+  Lanes16<W> v;
+  for (int part = 0; part < Lanes16<W>::kParts; ++part) v.part[part] = load_part<W>(p + part * W);
   return v;
 }
 
 // Sum of the 16 lanes in a fixed pairwise order.
-IDSELECT_INLINE float reduce_lanes(f32x16 v) {
+template <int W>
+IDSELECT_INLINE float reduce_lanes(const Lanes16<W>& v) {
+  float lanes[16];
+  std::memcpy(lanes, v.part, sizeof(lanes));
   float t[8];
-  for (int l = 0; l < 8; ++l) t[l] = v[l] + v[l + 8];
+  for (int l = 0; l < 8; ++l) t[l] = lanes[l] + lanes[l + 8];
   for (int w = 4; w >= 1; w /= 2)
     for (int l = 0; l < w; ++l) t[l] = t[l] + t[l + w];
   return t[0];
 }
+template <int W>
+IDSELECT_INLINE Lanes16<W> sum16(const Lanes16<W>& a, const Lanes16<W>& b) {
+  Lanes16<W> v;
+  for (int p = 0; p < Lanes16<W>::kParts; ++p) v.part[p] = a.part[p] + b.part[p];
+  return v;
+}
+
+// Queries whose accumulators fit the level's registers next to the token's parts: 2 x 16
+// lanes per query, so 8 queries in 32 zmm, 2 in 16 ymm, 1 in 16 xmm. More lookahead rows are
+// done in groups, the token re-read from L1; each query's sum is formed in the same order.
+template <int W>
+constexpr int kQueriesPerPass = W == 16 ? 8 : (W == 8 ? 2 : 1);
 
 // Dot products of one token x[0..D) with M float32 queries q[m*D ..]. Each query's sum is
-// formed in the same order for every M (two 16-lane accumulators over 32-element blocks,
-// then a scalar tail), so lookahead cannot change a result.
-template <int M, typename T>
-IDSELECT_INLINE void dot_many(const T* __restrict x,
-                                                    const float* __restrict q, int64_t D,
-                                                    float* __restrict out) {
-  f32x16 acc0[M], acc1[M];
+// formed in the same order for every M and every grouping (two 16-lane accumulators over
+// 32-element blocks, then a scalar tail), so lookahead cannot change a result.
+template <int W, int M, typename T>
+IDSELECT_INLINE void dot_group(const T* __restrict x, const float* __restrict q, int64_t D,
+                               float* __restrict out) {
+  Lanes16<W> acc0[M], acc1[M];
 #pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = f32x16{};
+  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = zero16<W>();
   int64_t d = 0;
   for (; d + 32 <= D; d += 32) {
-    const f32x16 x0 = load16(x + d), x1 = load16(x + d + 16);
+    const Lanes16<W> x0 = load16<W>(x + d), x1 = load16<W>(x + d + 16);
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) {
-      acc0[m] += x0 * load16(q + m * D + d);
-      acc1[m] += x1 * load16(q + m * D + d + 16);
+      add_product(acc0[m], x0, load16<W>(q + m * D + d));
+      add_product(acc1[m], x1, load16<W>(q + m * D + d + 16));
     }
   }
   for (int m = 0; m < M; ++m) {
     float tail = 0.f;
     for (int64_t e = d; e < D; ++e) tail += load(x[e]) * q[m * D + e];
-    out[m] = reduce_lanes(acc0[m] + acc1[m]) + tail;
+    out[m] = reduce_lanes(sum16(acc0[m], acc1[m])) + tail;
   }
+}
+
+template <int W, int M, typename T>
+IDSELECT_INLINE void dot_many(const T* __restrict x, const float* __restrict q, int64_t D,
+                              float* __restrict out) {
+  constexpr int G = M < kQueriesPerPass<W> ? M : kQueriesPerPass<W>;
+  int m = 0;
+  for (; m + G <= M; m += G) dot_group<W, G>(x, q + m * D, D, out + m);
+  if constexpr (M % G != 0) dot_group<W, M % G>(x, q + m * D, D, out + m);
 }
 
 // NaN-propagating max(norm, eps), as torch.clamp_min does.
 IDSELECT_INLINE float clamp_norm(float n) { return n < kEps ? kEps : n; }
 
-template <typename T>
+template <int W, typename T>
 IDSELECT_INLINE float token_norm(const T* __restrict x, int64_t D) {
-  f32x16 acc0{}, acc1{};
+  Lanes16<W> acc0 = zero16<W>(), acc1 = zero16<W>();
   int64_t d = 0;
   for (; d + 32 <= D; d += 32) {
-    const f32x16 x0 = load16(x + d), x1 = load16(x + d + 16);
-    acc0 += x0 * x0;
-    acc1 += x1 * x1;
+    const Lanes16<W> x0 = load16<W>(x + d), x1 = load16<W>(x + d + 16);
+    add_product(acc0, x0, x0);
+    add_product(acc1, x1, x1);
   }
   float tail = 0.f;
   for (int64_t e = d; e < D; ++e) tail += load(x[e]) * load(x[e]);
-  return clamp_norm(std::sqrt(reduce_lanes(acc0 + acc1) + tail));
+  return clamp_norm(std::sqrt(reduce_lanes(sum16(acc0, acc1)) + tail));
 }
 
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1).
-template <int M, typename T>
+template <int W, int M, typename T>
 IDSELECT_INLINE void weights_block(
     const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
     float* w, int64_t w_stride) {
   for (int64_t j = j0; j < j1; ++j) {
     float dots[M];
-    dot_many<M>(base + j * token_stride, queries, D, dots);
+    dot_many<W, M>(base + j * token_stride, queries, D, dots);
     for (int m = 0; m < M; ++m) {
       float c = dots[m] / (norms[j] * query_norms[m]);
       c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
@@ -171,7 +250,7 @@ IDSELECT_INLINE void weights_block(
   }
 }
 
-template <typename T>
+template <int W, typename T>
 IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
@@ -179,7 +258,7 @@ IDSELECT_INLINE void weights_any(
   switch (num_queries) {
 #define IDSELECT_CASE(M)                                                                   \
   case M:                                                                                  \
-    return weights_block<M>(base, token_stride, j0, j1, D, queries, query_norms, norms,    \
+    return weights_block<W, M>(base, token_stride, j0, j1, D, queries, query_norms, norms, \
                             neg_gamma, w, w_stride);
     IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
     IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7) IDSELECT_CASE(8)
@@ -187,26 +266,80 @@ IDSELECT_INLINE void weights_any(
   }
 }
 
-// The hot loops, one multiversioned entry per feature dtype.
-#define IDSELECT_DEFINE_HOT(T)                                                             \
-  IDSELECT_HOT void weights_rows(int num_queries, const T* base, int64_t token_stride,     \
-                                 int64_t j0, int64_t j1, int64_t D, const float* queries,  \
-                                 const float* query_norms, const float* norms,             \
-                                 float neg_gamma, float* w, int64_t w_stride) {            \
-    weights_any<T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,       \
-                   norms, neg_gamma, w, w_stride);                                         \
-  }                                                                                        \
-  IDSELECT_HOT void norms_rows(const T* base, int64_t token_stride, int64_t j0, int64_t j1, \
-                               int64_t D, float* norms) {                                  \
-    for (int64_t j = j0; j < j1; ++j) norms[j] = token_norm(base + j * token_stride, D);   \
-  }                                                                                        \
-  IDSELECT_HOT void to_float(const T* src, int64_t D, float* dst) {                        \
-    for (int64_t d = 0; d < D; ++d) dst[d] = load(src[d]);                                 \
+// The hot loops, one entry per ISA level (the helpers above are inlined into each, so each is
+// compiled for its level; nothing that passes a vector crosses between levels).
+#define IDSELECT_DEFINE_HOT(LEVEL, TARGET, W)                                                 \
+  template <typename T>                                                                     \
+  TARGET void weights_rows_##LEVEL(int num_queries, const T* base, int64_t token_stride,    \
+                                   int64_t j0, int64_t j1, int64_t D, const float* queries, \
+                                   const float* query_norms, const float* norms,            \
+                                   float neg_gamma, float* w, int64_t w_stride) {           \
+    weights_any<W, T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,        \
+                   norms, neg_gamma, w, w_stride);                                          \
+  }                                                                                         \
+  template <typename T>                                                                     \
+  TARGET void norms_rows_##LEVEL(const T* base, int64_t token_stride, int64_t j0, int64_t j1, \
+                                 int64_t D, float* norms) {                                 \
+    for (int64_t j = j0; j < j1; ++j) norms[j] = token_norm<W>(base + j * token_stride, D); \
+  }                                                                                         \
+  template <typename T>                                                                     \
+  TARGET void to_float_##LEVEL(const T* src, int64_t D, float* dst) {                       \
+    for (int64_t d = 0; d < D; ++d) dst[d] = load(src[d]);                                  \
   }
-IDSELECT_DEFINE_HOT(float)
-IDSELECT_DEFINE_HOT(c10::BFloat16)
-IDSELECT_DEFINE_HOT(c10::Half)
+IDSELECT_DEFINE_HOT(v4, IDSELECT_TARGET_V4, 16)
+IDSELECT_DEFINE_HOT(v3, IDSELECT_TARGET_V3, 8)
+IDSELECT_DEFINE_HOT(baseline, , 4)
 #undef IDSELECT_DEFINE_HOT
+
+enum class Isa { kBaseline = 0, kV3 = 1, kV4 = 2 };
+
+const char* isa_name(Isa isa) {
+  return isa == Isa::kV4 ? "x86-64-v4" : isa == Isa::kV3 ? "x86-64-v3" : "baseline";
+}
+
+Isa best_isa() {
+#ifdef IDSELECT_X86_LEVELS
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) return Isa::kV4;
+  if (__builtin_cpu_supports("x86-64-v3")) return Isa::kV3;
+#endif
+  return Isa::kBaseline;
+}
+
+// The level of this call: IDSELECT_CPU_ISA (auto | v4 | v3 | baseline, read per call), else
+// the best the CPU has. Every level gives the same results (FP contraction off, one order).
+Isa isa_setting() {
+  static const Isa best = best_isa();
+  const char* env = std::getenv("IDSELECT_CPU_ISA");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return best;
+  Isa want;
+  if (std::strcmp(env, "v4") == 0) want = Isa::kV4;
+  else if (std::strcmp(env, "v3") == 0) want = Isa::kV3;
+  else if (std::strcmp(env, "baseline") == 0) want = Isa::kBaseline;
+  else TORCH_CHECK_VALUE(false, "idselect.select: IDSELECT_CPU_ISA must be auto, v4, v3 or baseline, got '", env, "'");
+  TORCH_CHECK_VALUE(want <= best, "idselect.select: IDSELECT_CPU_ISA=", env, " asks for ", isa_name(want),
+                    ", but this CPU (or build) offers at most ", isa_name(best));
+  return want;
+}
+
+// The hot loops of one ISA level, for features of type T.
+template <typename T>
+struct HotLoops {
+  void (*weights_rows)(int, const T*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                       const float*, float, float*, int64_t);
+  void (*norms_rows)(const T*, int64_t, int64_t, int64_t, int64_t, float*);
+  void (*to_float)(const T*, int64_t, float*);
+};
+
+template <typename T>
+HotLoops<T> hot_loops(Isa isa) {
+  switch (isa) {
+    case Isa::kV4: return {weights_rows_v4<T>, norms_rows_v4<T>, to_float_v4<T>};
+    case Isa::kV3: return {weights_rows_v3<T>, norms_rows_v3<T>, to_float_v3<T>};
+    case Isa::kBaseline: break;
+  }
+  return {weights_rows_baseline<T>, norms_rows_baseline<T>, to_float_baseline<T>};
+}
 
 int lookahead_setting() {
   // Similarity rows per feature pass. IDSELECT_CPU_LOOKAHEAD overrides it (read per call, so
@@ -226,15 +359,15 @@ void for_tokens(int64_t n, int64_t work_per_token, bool parallel, const Fn& fn) 
 
 // Greedy selection for one batch row; writes k indices to out.
 template <typename T>
-void select_row(const T* base, int64_t token_stride, int64_t n, int64_t D, int64_t k,
-                float neg_gamma, const float* scores, int64_t* out, bool parallel) {
+void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int64_t n, int64_t D,
+                int64_t k, float neg_gamma, const float* scores, int64_t* out, bool parallel) {
   if (k == 0) return;
   std::vector<float> S(n), norms(n);
   std::vector<uint8_t> available(n, 1);
   for (int64_t j = 0; j < n; ++j) S[j] = scores[j] > 0.f ? scores[j] : 0.f;  // NaN -> 0
 
   for_tokens(n, D, parallel,
-             [&](int64_t j0, int64_t j1) { norms_rows(base, token_stride, j0, j1, D, norms.data()); });
+             [&](int64_t j0, int64_t j1) { hot.norms_rows(base, token_stride, j0, j1, D, norms.data()); });
 
   const int lookahead = lookahead_setting();
   std::vector<float> weights(static_cast<size_t>(lookahead) * n);
@@ -276,11 +409,11 @@ void select_row(const T* base, int64_t token_stride, int64_t n, int64_t D, int64
         cached[num_cached++] = cand;
       }
       for (int c = 0; c < num_cached; ++c) {
-        to_float(base + cached[c] * token_stride, D, queries.data() + c * D);
+        hot.to_float(base + cached[c] * token_stride, D, queries.data() + c * D);
         query_norms[c] = norms[cached[c]];
       }
       for_tokens(n, D * num_cached, parallel, [&](int64_t j0, int64_t j1) {
-        weights_rows(num_cached, base, token_stride, j0, j1, D, queries.data(),
+        hot.weights_rows(num_cached, base, token_stride, j0, j1, D, queries.data(),
                      query_norms.data(), norms.data(), neg_gamma, weights.data(), n);
       });
       slot = 0;
@@ -322,9 +455,12 @@ at::Tensor select_cpu(const at::Tensor& features_in, const at::Tensor& scores_in
   // Few rows: parallelise each step over tokens; many rows: one row per task.
   const bool rows_in_parallel = B >= at::get_num_threads();
 
+  const Isa isa = isa_setting();
+
   auto run = [&](auto* data) {
+    const auto hot = hot_loops<std::remove_pointer_t<decltype(data)>>(isa);
     auto one_row = [&](int64_t b) {
-      select_row(data + b * batch_stride, token_stride, effective_length(lengths[b], k, N), D,
+      select_row(hot, data + b * batch_stride, token_stride, effective_length(lengths[b], k, N), D,
                  k, neg_gamma, scores_ptr + b * N, out_ptr + b * k, !rows_in_parallel);
     };
     if (rows_in_parallel) {
@@ -345,6 +481,15 @@ at::Tensor select_cpu(const at::Tensor& features_in, const at::Tensor& scores_in
 }
 
 }  // namespace
+
+// The ISA level a call made now would run at (honours IDSELECT_CPU_ISA; throws for a bad value).
+const char* cpu_isa_name() {
+  try {
+    return isa_name(isa_setting());
+  } catch (const c10::Error& error) {  // the message without the C++ backtrace
+    throw std::invalid_argument(error.what_without_backtrace());
+  }
+}
 
 TORCH_LIBRARY_IMPL(idselect, CPU, m) { m.impl("select", &select_cpu); }
 
