@@ -115,8 +115,10 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
     flat = features.reshape(-1, case.D)
     fn32 = features.float()
     vec = torch.randn(case.D, device=features.device)
+    op = lambda: torch.ops.idselect.select(features, scores, k, gamma)  # noqa: E731
     return {
-        "native": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        "native": op,
+        **{name: op for name in CPU_ISA_ENV},
         "kernel_gram": lambda: torch.ops.idselect.select(features, scores, k, gamma),
         "kernel_stream": lambda: torch.ops.idselect.select(features, scores, k, gamma),
         "device_path": lambda: device_path.select(features, scores, k, gamma),
@@ -130,6 +132,29 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
 
 #: Backends that force a path of the compiled CUDA kernel (read by the glue on every call).
 KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_stream": "stream"}
+#: Backends that run the CPU kernel's hot loops at one x86-64 level (read on every call).
+CPU_ISA_ENV = {"native_v4": "v4", "native_v3": "v3", "native_baseline": "baseline"}
+_LEVEL_OF = {"x86-64-v4": "v4", "x86-64-v3": "v3", "baseline": "baseline"}
+
+
+def cpu_isa() -> Optional[str]:
+    """The x86-64 level the CPU kernel runs at by default (None without the compiled kernel)."""
+    try:
+        from . import _C
+    except ImportError:
+        return None
+    with env_setting("IDSELECT_CPU_ISA", "auto"):
+        return _C.cpu_isa()
+
+
+def lower_cpu_levels() -> List[str]:
+    """Backends for the CPU kernel's levels below the default one that this CPU also runs
+    (x86-64-v4 machines: the v3 clone, which AVX2-only machines run)."""
+    best = cpu_isa()
+    order = ["x86-64-v4", "x86-64-v3"]
+    if best not in order:
+        return []
+    return [f"native_{_LEVEL_OF[level]}" for level in order[order.index(best) + 1:]]
 
 
 def time_ms(fn: Callable[[], object], repeats: int, device: str, warmup: int = 2) -> List[float]:
@@ -173,6 +198,7 @@ def run(
         "torch": torch.__version__,
         "commit": git_commit(),
         "threads": torch.get_num_threads(),
+        "cpu_isa": cpu_isa() if torch.device(device).type == "cpu" else None,
     }
     jobs = [(c, b, la) for c in cases for b in backends for la in (lookaheads if b == "native" else [None])]
     bar = None
@@ -187,7 +213,8 @@ def run(
         feats, scores = inputs_for[case]
         fn = backend_fns(feats, scores, case)[backend]
         with env_setting("IDSELECT_CPU_LOOKAHEAD", None if lookahead is None else str(lookahead)), \
-                env_setting("IDSELECT_CUDA_PATH", KERNEL_PATH_ENV.get(backend)):
+                env_setting("IDSELECT_CUDA_PATH", KERNEL_PATH_ENV.get(backend)), \
+                env_setting("IDSELECT_CPU_ISA", CPU_ISA_ENV.get(backend)):
             stats = summarize(time_ms(fn, repeats, device))
         name = backend if lookahead is None else f"native_lookahead{lookahead}"
         rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
@@ -207,11 +234,17 @@ def by_case(rows: List[dict]) -> List[dict]:
     records: Dict[tuple, dict] = {}
     for r in rows:
         key = tuple(r[k] for k in CASE_KEYS)
-        rec = records.setdefault(key, {k: r[k] for k in ("device", "device_type", "torch", "commit", "threads", "repeats") + CASE_KEYS})
+        rec = records.setdefault(key, {k: r.get(k) for k in ("device", "device_type", "torch", "commit", "threads", "cpu_isa",
+                                                             "repeats") + CASE_KEYS})
         b = r["backend"]
         rec[f"{b}_us"] = round(r["median_ms"] * 1e3, 2)
         rec[f"{b}_p10_us"] = round(r["p10_ms"] * 1e3, 2)
         rec[f"{b}_p90_us"] = round(r["p90_ms"] * 1e3, 2)
+    for rec in records.values():
+        if "gram_us" in rec:
+            # The compute floor: the k similarity rows (2 k N D flops) at the rate of the N x N x D
+            # GEMM measured in the same run (2 N^2 D flops per row).
+            rec["floor_gemm_us"] = round(rec["gram_us"] * rec["k"] / rec["N"] / rec["B"], 2)
     return list(records.values())
 
 
@@ -234,5 +267,13 @@ def format_table(rows: List[dict]) -> str:
                     parts.append(f"  {'native speedup vs ' + base:>32}: {results[base]['median_ms'] / nat:6.2f}x")
             if "floor_read" in results:
                 parts.append(f"  {'native / floor_read':>32}: {nat / results['floor_read']['median_ms']:6.2f}x")
+        if "gram" in results:
+            floor = results["gram"]["median_ms"] * k / N / B
+            for name, r in results.items():
+                if name == "native" or name in CPU_ISA_ENV:
+                    ratio = f"{r['median_ms'] / floor:6.2f}x the GEMM floor ({floor:.3f} ms)"
+                    if "eager" in results:
+                        ratio += f", {results['eager']['median_ms'] / r['median_ms']:.2f}x faster than eager"
+                    parts.append(f"  {name:>32}: {ratio}")
         lines.append("\n".join(parts))
     return "\n".join(lines)
