@@ -244,7 +244,8 @@ def by_case(rows: List[dict]) -> List[dict]:
         if "gram_us" in rec:
             # The compute floor: the k similarity rows (2 k N D flops) at the rate of the N x N x D
             # GEMM measured in the same run (2 N^2 D flops per row).
-            rec["floor_gemm_us"] = round(rec["gram_us"] * rec["k"] / rec["N"] / rec["B"], 2)
+            for stat in ("", "_p10", "_p90"):
+                rec[f"floor_gemm{stat}_us"] = round(rec[f"gram{stat}_us"] * rec["k"] / rec["N"] / rec["B"], 2)
     return list(records.values())
 
 
