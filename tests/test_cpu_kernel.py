@@ -90,3 +90,35 @@ def test_the_level_is_reported_and_a_bad_or_unavailable_level_is_refused(setting
         setting("v4")
         with pytest.raises(ValueError, match="offers at most"):
             torch.ops.idselect.select(torch.randn(1, 4, 8), torch.rand(1, 4), 2)
+
+
+def test_concurrent_callers_and_a_forked_child_get_the_same_bits():
+    """The token passes' helper threads serve one caller at a time (the others run alone), and
+    a forked child never waits for helpers it does not have."""
+    import multiprocessing as mp
+    import threading
+
+    g = torch.Generator().manual_seed(2)
+    cases = [(torch.randn(1, 576, 256, generator=g), torch.rand(1, 576, generator=g)) for _ in range(3)]
+    want = [torch.ops.idselect.select(f, s, 64, 20.0) for f, s in cases]
+    errors = []
+
+    def work(i):
+        for r in range(10):
+            f, s = cases[(i + r) % 3]
+            if not torch.equal(torch.ops.idselect.select(f, s, 64, 20.0), want[(i + r) % 3]):
+                errors.append((i, r))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda q: q.put(torch.equal(torch.ops.idselect.select(*cases[0], 64, 20.0), want[0])),
+                        args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) is True
+    child.join(timeout=60)
