@@ -23,17 +23,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def cpu_grid(quick: bool):
     """The main group times the kernel at its default ISA level and at the lower levels this
     CPU runs (native_v3 on an AVX-512 machine), against the eager loop and the compute floor
-    (``gram``: the N x N x D GEMM of the same run, scaled to the k rows: floor_gemm_us)."""
+    (``gram``: the N x N x D GEMM of the same run, scaled to the k rows: floor_gemm_us; on an
+    AVX-512 machine also ``gram_v3``, that GEMM with oneDNN capped at AVX2: floor_gemm_v3_us, the
+    floor of the v3 level)."""
     main = [Case(1, n, d, 64) for d in (1024, 4096) for n in ((576,) if quick else (144, 576, 1152, 2880))]
     levels = benchmark.lower_cpu_levels()
+    gemms = ["gram"] + (["gram_v3"] if "native_v3" in levels else [])  # each level's own GEMM floor
     if quick:
-        return [(main, ["native", *levels, "eager", "floor_read", "gram"], [None])]
+        return [(main, ["native", *levels, "eager", "floor_read", *gemms], [None])]
     lookahead = [Case(1, 576, d, 64, features=f) for d in (64, 1024, 4096) for f in ("random", "clustered")]
     dtypes = [Case(1, 576, 4096, 64, dtype=dt) for dt in ("bfloat16", "float16")]
     batch = [Case(16, 576, 1024, 64), Case(16, 576, 4096, 64)]
     large_k = [Case(1, 576, 1024, k, features="clustered") for k in (288, 576)] + [Case(1, 2880, 1024, 1440, features="clustered")]
     return [
-        (main, ["native", *levels, "eager", "reference", "floor_read", "floor_matvec", "gram"], [None]),
+        (main, ["native", *levels, "eager", "reference", "floor_read", "floor_matvec", *gemms], [None]),
         (lookahead, ["native"], [1, 2, 4, 8]),
         (dtypes + batch, ["native", "eager", "floor_read"], [None]),
         (large_k, ["native", "eager", "gram"], [None]),
