@@ -9,11 +9,10 @@ ID-Selection through the pure-PyTorch reference (``selection=idselect.reference.
     python bench/bench_e2e.py --dry-run --depth 1     # no GPU: meta-device build, parameter counts,
                                                       # token counts at real widths, memory/time plan
 
-Compiled CUDA kernel: it is registered only when IDSELECT_CUDA_KERNEL=1 is set at import, so run
-the process with it and add the device-path variant to keep the default route side by side:
-    IDSELECT_CUDA_KERNEL=1 python bench/bench_e2e.py --size real --device cuda \\
-        --variants id device_path topk reference
-(the ``backend`` column then says "native" for the kernel).
+On CUDA the id rows use the compiled kernel (the default; the ``backend`` column says
+"native"); add the device-path variant to keep the batched tensor-op route side by side:
+    python bench/bench_e2e.py --size real --device cuda --variants id device_path topk reference
+(IDSELECT_CUDA_KERNEL=0 at start turns the kernel off: the id rows then say "device_path").
 
 Models: llava-1.5-7b (336 px, 576 tokens), llava-next-7b (anyres 672 x 672, 2928), qwen2.5-vl-7b
 (448 x 448, 256), qwen2.5-vl-7b-large (1904 x 1904: 136 x 136 patches, 4624 tokens), qwen3-vl-8b

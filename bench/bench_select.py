@@ -3,7 +3,7 @@
     python bench/bench_select.py                 # CPU grid (2 threads on the dev machine)
     python bench/bench_select.py --quick         # a few cases, for a smoke run
     python bench/bench_select.py --goals         # the first group only (GPU: the four goal shapes)
-    IDSELECT_CUDA_KERNEL=1 python bench/bench_select.py --device cuda
+    python bench/bench_select.py --device cuda
                                                  # GPU grid (bf16), results/select_cuda.json
 """
 import argparse
@@ -45,8 +45,8 @@ def cpu_grid(quick: bool):
 
 def cuda_grid(quick: bool):
     """The issue's goal shapes (bf16) with every CUDA path side by side, then N and k sweeps.
-    native is the compiled kernel's automatic path when IDSELECT_CUDA_KERNEL=1 was set before
-    the run (bench/gpu_session.sh does), otherwise the batched tensor-op default."""
+    native is the compiled kernel's automatic path (the default), or the batched tensor-op
+    path when IDSELECT_CUDA_KERNEL=0 was set before the run or the build has no CUDA kernel."""
     main = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
             Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16")]
     paths = ["native", "kernel_gram", "kernel_stream", "device_path", "eager", "reference"]
@@ -111,7 +111,7 @@ def main(argv=None):
     if args.goals:
         grid = grid[:1]
     if device_type == "cuda" and idselect.backend_for("cuda") != "native":
-        print("note: the compiled CUDA kernel is not loaded (set IDSELECT_CUDA_KERNEL=1 before the run): "
+        print("note: the compiled CUDA kernel is not loaded (IDSELECT_CUDA_KERNEL=0, or built without nvcc): "
               "native is the batched tensor-op path and the kernel_* backends are left out")
         grid = [(cases, [b for b in backends if b not in benchmark.KERNEL_PATH_ENV], la) for cases, backends, la in grid]
     os.makedirs(args.out_dir, exist_ok=True)

@@ -62,11 +62,12 @@ bundle() { tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs 2>/dev/null; }
 trap bundle EXIT
 
 if [ $REHEARSE = 1 ]; then
-  DEVICE=cpu SIZE=small KERNEL_ENV=()
+  DEVICE=cpu SIZE=small
   say "rehearsal: CPU device, tiny shapes, no nvcc build and no sanitizers"
 else
-  DEVICE=cuda SIZE=real KERNEL_ENV=(env IDSELECT_CUDA_KERNEL=1)
+  DEVICE=cuda SIZE=real
 fi
+KERNEL_ENV=(env -u IDSELECT_CUDA_KERNEL)  # the default routing: the compiled kernel serves CUDA
 
 # 1. Device facts.
 say "=== [0s] device"
@@ -87,10 +88,10 @@ fi
 "${KERNEL_ENV[@]}" $PY -c "import idselect; print('native backends:', idselect.native_backends(), '| cuda served by:', idselect.backend_for('cuda'))" 2>&1 | tee -a "$summary"
 
 # 3. Correctness (rehearsal: the same commands, whose CUDA tests skip, then the CPU kernel's).
-run "tests: every CUDA path (IDSELECT_CUDA_KERNEL=1)" 100 tests_cuda.log \
+run "tests: every CUDA path (default routing)" 100 tests_cuda.log \
   "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 run "tests: shared suites on CUDA (kernel), routing" 40 tests_shared.log \
-  "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or opt_in or off_by_default" \
+  "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or turned_off or on_by_default or bad_setting" \
   tests/test_select.py tests/test_errors.py tests/test_properties.py tests/test_device_path.py
 if [ $REHEARSE = 1 ]; then
   run "tests: the CPU kernel and the device path against the reference" 120 tests_cpu.log \

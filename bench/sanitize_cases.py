@@ -11,7 +11,7 @@ import math
 import os
 import sys
 
-os.environ["IDSELECT_CUDA_KERNEL"] = "1"  # before the import: opt in to the compiled kernel
+os.environ["IDSELECT_CUDA_KERNEL"] = "1"  # before the import: the compiled kernel, whatever the caller's setting
 
 import torch  # noqa: E402
 

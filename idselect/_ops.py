@@ -6,9 +6,9 @@ kernels with TORCH_LIBRARY_IMPL. (A .so that also defined it would abort the pro
 Routing (docs/algorithm.md, "Backends and routing"):
 
 - CPU: the compiled CPU kernel (verified), else the reference.
-- CUDA: the batched tensor-op path (``idselect.device_path``) by default. The compiled CUDA
-  kernel has not run on a GPU yet, so it is opt-in: the library registers it only when
-  ``IDSELECT_CUDA_KERNEL=1`` is set when it is loaded (i.e. at ``import idselect``).
+- CUDA: the compiled CUDA kernel (verified on an H100: bench/results/gpu_session_fb7bc26),
+  else the batched tensor-op path (``idselect.device_path``). ``IDSELECT_CUDA_KERNEL=0``, set
+  before the library loads (i.e. before ``import idselect``), keeps the kernel unregistered.
 - Any other device: the pure-PyTorch reference.
 """
 from __future__ import annotations
@@ -26,6 +26,26 @@ SCHEMA = "select(Tensor features, Tensor scores, int k, float gamma=20.0, Tensor
 
 _lib = torch.library.Library("idselect", "DEF")
 _lib.define(SCHEMA)
+
+#: "0" before ``import idselect`` keeps the compiled CUDA kernel unregistered, so that CUDA
+#: tensors take the batched tensor-op path; unset or "1" registers it (read by
+#: csrc/cuda/select_cuda_glue.cpp when the library loads).
+CUDA_KERNEL_ENV = "IDSELECT_CUDA_KERNEL"
+
+
+def cuda_kernel_disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``environ`` turns the compiled CUDA kernel off (``IDSELECT_CUDA_KERNEL=0``; the
+    same rule as the C++ glue). Any value but unset, "", "0" or "1" raises ``ValueError``."""
+    value = environ.get(CUDA_KERNEL_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(
+            f"idselect: {CUDA_KERNEL_ENV} must be 0 (CUDA tensors take the batched tensor-op "
+            f"path) or 1 / unset (the compiled CUDA kernel, the default), got {value!r}"
+        )
+    return value == "0"
+
+
+cuda_kernel_disabled()  # a bad value fails here, before the compiled library reads it
 
 _native_error: Optional[str] = None
 try:
@@ -48,22 +68,11 @@ def native_backends() -> Tuple[str, ...]:
     return _NATIVE_BACKENDS
 
 
-#: Set to "1" before ``import idselect`` to run CUDA tensors through the compiled CUDA kernel
-#: (read by csrc/cuda/select_cuda_glue.cpp when the library loads).
-CUDA_KERNEL_ENV = "IDSELECT_CUDA_KERNEL"
-
-
-def cuda_kernel_requested(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``environ`` opts in to the compiled CUDA kernel (the same rule as the C++ glue:
-    the variable must be exactly "1")."""
-    return environ.get(CUDA_KERNEL_ENV, "") == "1"
-
-
 def choose_backend(device_type: str, native: Tuple[str, ...]) -> str:
     """Which implementation serves ``device_type`` given the loaded compiled kernels.
 
     Returns ``"native"`` (a compiled kernel), ``"device_path"`` (batched tensor ops on the
-    device, the CUDA default while the CUDA kernel is unverified) or ``"reference"``.
+    device: CUDA without the compiled CUDA kernel) or ``"reference"``.
     """
     if device_type in native:
         return "native"
@@ -101,10 +110,10 @@ def _reference_kernel(features, scores, k, gamma=20.0, lengths=None):
 _lib.impl("select", _reference_kernel, "CompositeExplicitAutograd")
 
 if choose_backend("cuda", _NATIVE_BACKENDS) == "device_path":
-    # No compiled CUDA kernel registered (not opted in, or not built): CUDA tensors take the
+    # No compiled CUDA kernel registered (turned off, or not built): CUDA tensors take the
     # batched tensor-op path, which is correct by construction and never syncs the host.
     _lib.impl("select", device_path.select, "CUDA")
-    if cuda_kernel_requested() and _native_error is None:
+    if os.environ.get(CUDA_KERNEL_ENV) == "1" and _native_error is None:
         warnings.warn(
             f"idselect: {CUDA_KERNEL_ENV}=1 but this build of idselect has no CUDA kernel; "
             "CUDA tensors use the batched tensor-op path (idselect.device_path)",

@@ -106,7 +106,7 @@ def env_setting(name: str, value: Optional[str]):
 
 def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dict[str, Callable[[], object]]:
     """What each backend runs for one case. native: the op as dispatched (on CUDA: the compiled
-    kernel's automatic path when IDSELECT_CUDA_KERNEL=1, else the batched tensor-op path);
+    kernel's automatic path, or the batched tensor-op path when the kernel is off or not built);
     kernel_gram / kernel_stream: the compiled CUDA kernel forced along one path (see
     KERNEL_PATH_ENV); device_path: the batched tensor-op path itself; floor_read: k plain reads of the features (the
     least any one-row-per-step method moves); floor_matvec: k matrix-vector products; gram:

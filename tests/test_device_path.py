@@ -124,10 +124,12 @@ def test_choose_backend():
     assert _ops.choose_backend("cuda", ("cpu", "cuda")) == "native"
     assert _ops.choose_backend("cpu", ()) == "reference"
     assert _ops.choose_backend("mps", ("cpu", "cuda")) == "reference"
-    assert _ops.cuda_kernel_requested({"IDSELECT_CUDA_KERNEL": "1"})
-    for value in ("", "0", "true", "yes", " 1"):
-        assert not _ops.cuda_kernel_requested({"IDSELECT_CUDA_KERNEL": value})
-    assert not _ops.cuda_kernel_requested({})
+    assert _ops.cuda_kernel_disabled({"IDSELECT_CUDA_KERNEL": "0"})
+    for environ in ({}, {"IDSELECT_CUDA_KERNEL": ""}, {"IDSELECT_CUDA_KERNEL": "1"}):
+        assert not _ops.cuda_kernel_disabled(environ)
+    for value in ("true", "off", " 0", "01"):
+        with pytest.raises(ValueError, match=f"IDSELECT_CUDA_KERNEL must be 0 .* got '{value}'"):
+            _ops.cuda_kernel_disabled({"IDSELECT_CUDA_KERNEL": value})
 
 
 def test_cuda_dispatch_key_is_served_as_backend_for_says():
@@ -155,24 +157,34 @@ ROUTING_SCRIPT = textwrap.dedent(
 )
 
 
-def routing_in_subprocess(env_value):
+def import_in_subprocess(env_value):
     env = dict(os.environ)
     env.pop("IDSELECT_CUDA_KERNEL", None)
     if env_value is not None:
         env["IDSELECT_CUDA_KERNEL"] = env_value
-    done = subprocess.run([sys.executable, "-c", ROUTING_SCRIPT], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-c", ROUTING_SCRIPT], capture_output=True, text=True, env=env)
+
+
+def routing_in_subprocess(env_value):
+    done = import_in_subprocess(env_value)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
 
-@pytest.mark.parametrize("env_value", [None, "0"])
-def test_cuda_kernel_is_off_by_default(env_value):
-    assert routing_in_subprocess(env_value) == ["device_path", "False", "python", "False"]
+def test_cuda_kernel_turned_off():
+    assert routing_in_subprocess("0") == ["device_path", "False", "python", "False"]
 
 
-def test_cuda_kernel_opt_in():
-    backend, native_cuda, registrar, warned = routing_in_subprocess("1")
-    if torch.version.cuda is None:  # a CPU build has no CUDA kernel to opt in to: it says so
-        assert [backend, native_cuda, registrar, warned] == ["device_path", "False", "python", "True"]
+@pytest.mark.parametrize("env_value", [None, "", "1"])
+def test_cuda_kernel_on_by_default(env_value):
+    backend, native_cuda, registrar, warned = routing_in_subprocess(env_value)
+    if torch.version.cuda is None:  # a CPU build has no CUDA kernel; asked for by name, it says so
+        assert [backend, native_cuda, registrar, warned] == ["device_path", "False", "python", str(env_value == "1")]
     else:  # a CUDA build (setup.py compiles the kernel whenever torch has CUDA and nvcc)
         assert [backend, native_cuda, registrar, warned] == ["native", "True", "glue", "False"]
+
+
+def test_cuda_kernel_bad_setting_fails_the_import():
+    done = import_in_subprocess("yes")
+    assert done.returncode != 0
+    assert "ValueError: idselect: IDSELECT_CUDA_KERNEL must be 0" in done.stderr and "got 'yes'" in done.stderr

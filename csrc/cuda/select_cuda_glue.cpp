@@ -1,7 +1,7 @@
-// Registers the fused CUDA kernel (select_cuda.cu) as the CUDA backend of idselect::select,
-// but only when IDSELECT_CUDA_KERNEL=1 is set as the library loads: the kernel has not run on
-// a GPU yet, and unverified code is never the default (docs/algorithm.md, "Backends and
-// routing"). Without it the Python package serves CUDA tensors with batched tensor ops.
+// Registers the fused CUDA kernel (select_cuda.cu) as the CUDA backend of idselect::select
+// (verified on an H100 with the tests and compute-sanitizer: bench/results/gpu_session_fb7bc26),
+// unless IDSELECT_CUDA_KERNEL=0 is set as the library loads; then the Python package serves
+// CUDA tensors with batched tensor ops (docs/algorithm.md, "Backends and routing").
 // Compiled only when torch has CUDA; the kernel itself has no torch headers.
 #include <cstdlib>
 #include <cstring>
@@ -87,18 +87,19 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
   return out;
 }
 
-// The rule of idselect._ops.cuda_kernel_requested: the variable must be exactly "1".
-bool cuda_kernel_requested() {
+// The rule of idselect._ops.cuda_kernel_disabled: exactly "0" turns the kernel off (the
+// Python package rejects any other value but "1" before it loads this library).
+bool cuda_kernel_disabled() {
   const char* value = std::getenv("IDSELECT_CUDA_KERNEL");
-  return value != nullptr && std::strcmp(value, "1") == 0;
+  return value != nullptr && std::strcmp(value, "0") == 0;
 }
 
 // What TORCH_LIBRARY_IMPL(idselect, CUDA, m) does, made conditional: the registration lives
-// as long as the library (a static), and only exists when opted in.
+// as long as the library (a static), and does not exist when turned off.
 struct ConditionalCudaRegistration {
   std::unique_ptr<torch::Library> library;
   ConditionalCudaRegistration() {
-    if (!cuda_kernel_requested()) return;
+    if (cuda_kernel_disabled()) return;
     library = std::make_unique<torch::Library>(torch::Library::IMPL, "idselect",
                                                c10::DispatchKey::CUDA, __FILE__, __LINE__);
     library->impl("select", &select_cuda);
