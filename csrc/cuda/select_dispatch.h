@@ -37,9 +37,11 @@ enum class PathRequest { kAuto, kGram, kStream };
 // A row's scores live in one CTA's shared memory on the Gram path: 4 bytes per token.
 constexpr int64_t kGramMaxTokens = 8192;
 // The Gram path computes N^2/2 similarities once where the streaming path computes k * N; it
-// pays when N <= kGramTokensPerPick * k (the review's model: tensor-core Gram vs streaming
-// the features k times; LVLM shapes have N / k ~ 9-10).
-constexpr int64_t kGramTokensPerPick = 32;
+// pays when N <= kGramTokensPerPick * k. Measured on an H100 (bench/results, fb7bc26; bf16,
+// D = 3584-4096): streaming reads the features at about 0.3 TB/s per step, the Gram path
+// (Gram + greedy) runs at about 23 TFLOP/s of N^2 D, so they cross near N / k = 150; the first
+// estimate, 32, sent LLaVA-NeXT's 2928 tokens at k = 64 to streaming at 3x the cost.
+constexpr int64_t kGramTokensPerPick = 128;
 // Workspace cap for W: at most this many bytes (rows are processed in groups under it).
 constexpr std::size_t kWorkspaceCapBytes = std::size_t(1) << 30;
 
