@@ -7,16 +7,18 @@
 #   1. device facts            2. build the extension (nvcc, sm_90)
 #   3. correctness: every CUDA path vs the reference (compiled kernel, default device path,
 #      graph capture), then the shared suites on CUDA
-#   4. op benchmark at the four goal shapes, every path side by side
+#   4. op benchmark at the four goal shapes, every path side by side; 4b. the same shapes
+#      kernel by kernel (torch.profiler: norms, Gram, greedy, streaming)
 #   5. end to end, LLaVA-1.5-7B shape (bf16, random weights): batch 1 and 8, unpruned vs keep
 #      64 and 16, ID-Selection vs top-k vs reference
-#   6. compute-sanitizer memcheck and racecheck on small cases
+#   6. compute-sanitizer memcheck, racecheck, synccheck and initcheck on small cases
 #   7. with the time left: LLaVA-NeXT-7B and Qwen2.5-VL-7B end to end
 #
-# Expected on an H100 (estimates: the build measured 44 s on 2 CPU cores here; end to end from
-# the dry run, bench_e2e.py --dry-run): device 5 s, build 30-60 s, tests 60-100 s, benchmark
-# 40 s, LLaVA-1.5 end to end 110 s, sanitizers 40 s: about 5.5 minutes, leaving about 3 for
-# step 7. The limits (150, 100, 40, 60, 150, 30 + 30 s) cap a step that hangs.
+# Measured on an H100 (2026-11-26, fb7bc26; bench/results/gpu_session_fb7bc26): device 7 s,
+# build 28 s, tests 23 + 35 s, benchmark 16 s, LLaVA-1.5 end to end 73 s, memcheck 5 s,
+# racecheck 100 s, synccheck 5 s, initcheck 4 s, LLaVA-NeXT 64 s, Qwen2.5-VL 63 s; with the
+# profile (new, ~20 s) about 450 s of the 530 s deadline. The machine's start adds ~30 s to
+# the lease. The step limits cap a step that hangs.
 #
 #     bash bench/gpu_session.sh              # on the GPU machine (OUT set by the device tool)
 #     bash bench/gpu_session.sh --rehearse   # on a CPU machine: tiny shapes, CPU device, no nvcc
@@ -27,6 +29,15 @@
 # only if every step that ran passed; a step cut by its limit is reported as such.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The device machine's git metadata can lag the working tree it receives (2026-11-26: HEAD
+# read fb7bc26 on a tree two commits later), so the logs also carry a fingerprint of the code:
+# `bash bench/gpu_session.sh --fingerprint` here prints the same hash for the same files.
+fingerprint() {
+  find csrc idselect bench tests setup.py CMakeLists.txt -type f \( -name '*.py' -o -name '*.cu' \
+    -o -name '*.cuh' -o -name '*.h' -o -name '*.cpp' -o -name '*.sh' -o -name '*.txt' \) \
+    -not -path '*/__pycache__/*' -not -path 'bench/results/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16
+}
+[ "${1:-}" = "--fingerprint" ] && { fingerprint; exit 0; }
 REHEARSE=0
 [ "${1:-}" = "--rehearse" ] && REHEARSE=1
 OUT=${OUT:-/tmp/idselect-gpu}
@@ -73,7 +84,7 @@ KERNEL_ENV=(env -u IDSELECT_CUDA_KERNEL)  # the default routing: the compiled ke
 say "=== [0s] device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || echo "no nvidia-smi"
   $PY -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" 2>&1
-  echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)"
+  echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown) (as the machine's git reads it), code fingerprint $(fingerprint)"
 } | tee -a "$summary"
 
 # 2. The extension: built here for sm_90 (the build log keeps ptxas -v).
@@ -107,6 +118,15 @@ else
     $PY bench/bench_select.py --device cpu --quick --repeats 2 --out-dir "$OUT"
 fi
 
+# 4b. Kernel by kernel at the goal shapes (the JSON goes into logs.tar.gz).
+if [ $REHEARSE = 0 ]; then
+  run "profile: kernel by kernel, goal shapes" 40 profile_cuda.log \
+    "${KERNEL_ENV[@]}" $PY bench/profile_cuda.py --out "$LOGS/profile_cuda.json"
+else
+  run "profile (rehearsal: CPU, tiny shapes)" 40 profile_cuda.log \
+    $PY bench/profile_cuda.py --device cpu --small --calls 2 --out "$LOGS/profile_cuda.json"
+fi
+
 # 5. End to end, LLaVA-1.5-7B shape.
 E2E=(--size "$SIZE" --device "$DEVICE" --keeps 64 16 --batches 1 8 --out-dir "$OUT")
 if [ $REHEARSE = 0 ]; then
@@ -117,10 +137,12 @@ else
     $PY bench/bench_e2e.py "${E2E[@]}" --models llava-1.5-7b --variants id topk reference --repeats 1 --new-tokens 4
 fi
 
-# 6. compute-sanitizer on small cases.
+# 6. compute-sanitizer on small cases (H100, fb7bc26: memcheck 5 s, racecheck 100 s,
+#    synccheck 5 s, initcheck 4 s).
 if [ $REHEARSE = 0 ]; then
-  for tool in memcheck racecheck; do
-    run "compute-sanitizer --tool $tool" 30 "sanitizer_$tool.log" \
+  for tool_limit in memcheck:30 racecheck:150 synccheck:30 initcheck:30; do
+    tool=${tool_limit%%:*}
+    run "compute-sanitizer --tool $tool" "${tool_limit##*:}" "sanitizer_$tool.log" \
       compute-sanitizer --tool "$tool" --error-exitcode 9 $PY bench/sanitize_cases.py
   done
 fi
