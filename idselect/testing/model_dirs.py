@@ -1,0 +1,116 @@
+"""Tiny random-weight models saved as complete model folders (config, weights, tokenizer,
+processor, chat template), for engines that load a path: vLLM and ``vllm serve``.
+
+The weights are written in the layout of the Hub's llava-hf checkpoints
+(``language_model.model.*``, ``vision_tower.vision_model.*``), which every vLLM release loads;
+transformers 5's ``save_pretrained`` writes another layout that vLLM 0.32 does not map. The
+tokenizer is a word-level vocabulary, so a prompt's words and token ids correspond one to one.
+Widths fit vLLM's CPU attention (head size 32).
+"""
+from __future__ import annotations
+
+import os
+from typing import List
+
+import torch
+
+from .. import tiny
+
+#: Words of the tiny vocabulary, after the special tokens (ids below).
+WORDS = ["user", "assistant", ":", "describe", "the", "image", "what", "is", "in", "this", "picture", "and",
+         "a", "an", "of", "to", "colour", "shape", "count", "left", "right", "top", "bottom", "please"]
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+IMAGE = "<image>"
+#: One user turn, then "assistant :" ; an image part becomes "<image>" (vLLM's LLaVA placeholder).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : "
+    "{% if message['content'] is string %}{{ message['content'] }} "
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or part['type'] == 'image_url' %}<image> "
+    "{% elif part['type'] == 'text' %}{{ part['text'] }} {% endif %}"
+    "{% endfor %}{% endif %}{% endfor %}assistant :"
+)
+IMAGE_SIZE = 28  # pixels; patches of 7: 16 tokens and [CLS]
+
+
+def vocabulary() -> dict:
+    """Token ids: the special tokens first, ``<image>`` at tiny.IMAGE_TOKEN, words in between,
+    filler words up to tiny.VOCAB."""
+    vocab = {PAD: tiny.PAD_TOKEN, UNK: 1, BOS: 2, EOS: 3, IMAGE: tiny.IMAGE_TOKEN}
+    free = (i for i in range(tiny.VOCAB) if i not in vocab.values() and i not in tiny.SPECIAL_TOKENS)
+    for word in WORDS:
+        vocab[word] = next(free)
+    for i in free:
+        vocab[f"w{i}"] = i
+    return vocab
+
+
+def tiny_llava_for_engines(seed: int = 0):
+    """The tiny LLaVA-1.5 layout (CLIP with [CLS], feature layer -2, 'default' strategy) at
+    widths vLLM's CPU backend accepts: LLM hidden 128 (4 heads of 32, 2 KV heads), CLIP hidden
+    64 (2 heads of 32). Same random-weight recipe as idselect.tiny."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2,
+                              image_size=IMAGE_SIZE, patch_size=7, projection_dim=64)
+    text = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=tiny.VOCAB, max_position_embeddings=512,
+                       pad_token_id=tiny.PAD_TOKEN, bos_token_id=2, eos_token_id=3)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tiny.IMAGE_TOKEN,
+                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    cfg._attn_implementation = "sdpa"
+    return tiny._finish(LlavaForConditionalGeneration(cfg), seed)
+
+
+def hub_layout_state_dict(model) -> dict:
+    """The model's weights under the llava-hf checkpoint names."""
+    renames = [("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+               ("model.vision_tower.vision_model.", "vision_tower.vision_model."),
+               ("model.vision_tower.", "vision_tower.vision_model."),
+               ("model.multi_modal_projector.", "multi_modal_projector.")]
+    out = {}
+    for name, tensor in model.state_dict().items():
+        for old, new in renames:
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        out[name] = tensor.detach().contiguous().clone()
+    return out
+
+
+def save_tiny_llava(path: str, seed: int = 0):
+    """Write a loadable tiny LLaVA-1.5 folder at ``path``; returns the in-memory model (float32,
+    eval mode) whose weights the folder holds."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+
+    model = tiny_llava_for_engines(seed)
+    os.makedirs(path, exist_ok=True)
+    model.config.architectures = ["LlavaForConditionalGeneration"]
+    model.config.save_pretrained(path)
+    model.generation_config.save_pretrained(path)
+    save_file(hub_layout_state_dict(model), os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+
+    word_level = Tokenizer(models.WordLevel(vocab=vocabulary(), unk_token=UNK))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    word_level.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token=UNK, pad_token=PAD, bos_token=BOS,
+                                        eos_token=EOS, extra_special_tokens={"image_token": IMAGE})
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
+    tokenizer.chat_template = CHAT_TEMPLATE
+    images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+                                do_convert_rgb=True)
+    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=7,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=CHAT_TEMPLATE, image_token=IMAGE)
+    processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
+def prompt_ids(words: List[str], images: int = 1) -> List[int]:
+    """Token ids of ``user : <image> ... words assistant :`` for ``images`` images."""
+    vocab = vocabulary()
+    tokens = ["user", ":"] + [IMAGE] * images + list(words) + ["assistant", ":"]
+    return [vocab[t] for t in tokens]

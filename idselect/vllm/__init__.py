@@ -1,0 +1,159 @@
+"""ID-Selection inside vLLM (docs/serving.md).
+
+``pip install "idselect[vllm]"`` beside the vLLM build a user already has registers, through
+vLLM's ``vllm.general_plugins`` entry point, architectures that prune each image's visual
+tokens before the LLM sees them. Nothing changes for a model until it asks for one by name:
+
+>>> from vllm import LLM
+>>> from idselect.vllm import engine_overrides
+>>> llm = LLM("llava-hf/llava-1.5-7b-hf", hf_overrides=engine_overrides("llava", keep=64))
+
+and, per request, ``mm_processor_kwargs={"idselect_keep": 16}``.
+
+Importance is [CLS] saliency only: vLLM encodes each image without its prompt and caches the
+result per image, so an importance that reads the instruction cannot be computed there.
+
+This module imports vLLM only inside the functions that need it, so the helpers work (and the
+options are checked) in a process without vLLM.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import warnings
+from typing import Any, Dict, Mapping, Optional
+
+#: vLLM releases whose LLaVA code the integration was read against and tested on (greedy
+#: tokens equal to the hooks', tests/test_vllm.py). Others are refused (VERSION_ENV overrides).
+SUPPORTED_VLLM = ("0.32.0",)
+VERSION_ENV = "IDSELECT_UNVERIFIED_VLLM"
+
+#: model_type -> the architecture name that prunes it.
+ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration"}
+_MODEL_CLASSES = {"IdSelectLlavaForConditionalGeneration": "idselect.vllm.llava:IdSelectLlavaForConditionalGeneration"}
+
+#: The options, as keys of hf_overrides (engine-wide) and mm_processor_kwargs (per request).
+KEEP, GAMMA, IMPORTANCE = "idselect_keep", "idselect_gamma", "idselect_importance"
+REQUEST_OPTIONS = (KEEP, GAMMA)
+DEFAULT_GAMMA = 20.0
+
+
+def register() -> None:
+    """vLLM plugin entry point (``vllm.general_plugins``): runs in every vLLM process and
+    registers the architectures lazily (nothing is imported until a model asks for one)."""
+    from vllm import ModelRegistry
+
+    for arch, target in _MODEL_CLASSES.items():
+        if arch not in ModelRegistry.get_supported_archs():
+            ModelRegistry.register_model(arch, target)
+
+
+def check_keep(keep: Any, where: str) -> int:
+    """``keep``: visual tokens kept per image, an int >= 1 (``where`` names the option)."""
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Integral):
+        raise TypeError(f"idselect: {where} must be an int >= 1 (visual tokens kept per image), got {keep!r}")
+    if keep < 1:
+        raise ValueError(f"idselect: {where} must be >= 1 (visual tokens kept per image), got {keep}")
+    return int(keep)
+
+
+def check_gamma(gamma: Any, where: str) -> float:
+    """``gamma``: the suppression sharpness, a finite float >= 0."""
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma):
+        raise TypeError(f"idselect: {where} must be a finite number >= 0, got {gamma!r}")
+    if gamma < 0:
+        raise ValueError(f"idselect: {where} must be >= 0, got {gamma}")
+    return float(gamma)
+
+
+def check_importance(importance: Any, where: str) -> str:
+    if importance != "saliency":
+        raise ValueError(
+            f"idselect: {where}={importance!r} is not available in vLLM: only 'saliency' is. vLLM encodes "
+            "each image without its prompt and caches the result per image, so an importance that reads "
+            "the instruction ('relevance', 'unified') cannot be computed there; use idselect.patch for those"
+        )
+    return importance
+
+
+def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
+                     importance: str = "saliency") -> Dict[str, Any]:
+    """``hf_overrides`` for ``vllm.LLM(...)`` / ``vllm serve --hf-overrides`` that prune every
+    image of a ``model_type`` model to ``keep`` tokens.
+
+    Parameters
+    ----------
+    model_type : str
+        The checkpoint's ``config.json`` model_type (supported: see ``ARCHITECTURES``).
+    keep : int
+        Visual tokens kept per image (>= 1); a request may override it with
+        ``mm_processor_kwargs={"idselect_keep": k}``.
+    gamma : float
+        Suppression sharpness of the selection (default 20, as in the paper).
+    importance : str
+        Only ``"saliency"`` ([CLS] attention; see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``{"architectures": [...], "idselect_keep": keep, "idselect_gamma": gamma,
+        "idselect_importance": "saliency"}``; JSON-serialisable for ``--hf-overrides``.
+    """
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"idselect: model_type={model_type!r} has no vLLM integration yet (supported: "
+            f"{', '.join(sorted(ARCHITECTURES))}); idselect.patch covers more families with transformers"
+        )
+    return {"architectures": [ARCHITECTURES[model_type]], KEEP: check_keep(keep, "keep"),
+            GAMMA: check_gamma(gamma, "gamma"), IMPORTANCE: check_importance(importance, "importance")}
+
+
+def engine_settings(hf_config) -> Dict[str, Any]:
+    """The engine-wide options read from a model's (overridden) HF config, checked."""
+    keep = getattr(hf_config, KEEP, None)
+    if keep is None:
+        raise ValueError(
+            f"idselect: the architecture {hf_config.architectures} prunes visual tokens and needs "
+            f"{KEEP} in hf_overrides (idselect.vllm.engine_overrides builds them)"
+        )
+    return {"keep": check_keep(keep, f"hf_overrides[{KEEP!r}]"),
+            "gamma": check_gamma(getattr(hf_config, GAMMA, DEFAULT_GAMMA), f"hf_overrides[{GAMMA!r}]"),
+            "importance": check_importance(getattr(hf_config, IMPORTANCE, "saliency"), f"hf_overrides[{IMPORTANCE!r}]")}
+
+
+def request_settings(mm_kwargs: Mapping[str, Any], engine: Mapping[str, Any]) -> Dict[str, Any]:
+    """A request's options (``mm_processor_kwargs``) over the engine's; unknown ``idselect_``
+    keys are refused, so that a typo never serves an unpruned answer."""
+    unknown = sorted(k for k in mm_kwargs if k.startswith("idselect_") and k not in REQUEST_OPTIONS)
+    if unknown:
+        raise ValueError(f"idselect: unknown mm_processor_kwargs {unknown}; per request: {', '.join(REQUEST_OPTIONS)}")
+    keep = mm_kwargs.get(KEEP)
+    gamma = mm_kwargs.get(GAMMA)
+    return {"keep": engine["keep"] if keep is None else check_keep(keep, f"mm_processor_kwargs[{KEEP!r}]"),
+            "gamma": engine["gamma"] if gamma is None else check_gamma(gamma, f"mm_processor_kwargs[{GAMMA!r}]")}
+
+
+def _release(version: str) -> str:
+    match = re.match(r"\d+(\.\d+)*", version)
+    return match.group(0) if match else version
+
+
+def check_vllm_version(version: Optional[str] = None) -> None:
+    """Refuse a vLLM release the integration was not tested on (the policy of
+    idselect.hooks.compat for transformers: verified, or a clear refusal), unless
+    ``IDSELECT_UNVERIFIED_VLLM=1``, which warns instead."""
+    if version is None:
+        import vllm
+
+        version = vllm.__version__
+    if _release(version) in SUPPORTED_VLLM and "dev" not in version:
+        return
+    message = (f"idselect: vLLM {version} is not one the vLLM integration was verified on "
+               f"({', '.join(SUPPORTED_VLLM)}): its model or multimodal-processor code may differ")
+    if os.environ.get(VERSION_ENV) == "1":
+        warnings.warn(message + f"; going on because {VERSION_ENV}=1", UserWarning, stacklevel=2)
+        return
+    raise RuntimeError(message + f". Install one of those, or set {VERSION_ENV}=1 to try it anyway "
+                       "(then compare its answers with idselect.patch on the same model)")
