@@ -30,7 +30,7 @@ CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }} {% endif %}"
     "{% endfor %}{% endif %}{% endfor %}assistant :"
 )
-IMAGE_SIZE = 28  # pixels; patches of 7: 16 tokens and [CLS]
+IMAGE_SIZE = 28  # the tiny shape's pixels; patches of 7: 16 tokens and [CLS]
 
 
 def vocabulary() -> dict:
@@ -45,16 +45,31 @@ def vocabulary() -> dict:
     return vocab
 
 
-def tiny_llava_for_engines(seed: int = 0):
-    """The tiny LLaVA-1.5 layout (CLIP with [CLS], feature layer -2, 'default' strategy) at
-    widths vLLM's CPU backend accepts: LLM hidden 128 (4 heads of 32, 2 KV heads), CLIP hidden
-    64 (2 heads of 32). Same random-weight recipe as idselect.tiny."""
+#: Shapes of the folders (both fit vLLM's CPU attention: head size 32 or 64).
+#: tiny: the tests' (16 visual tokens); bench: LLaVA-1.5's 576 visual tokens (336 px, 14 px
+#: patches) at widths a 2-core CPU runs in seconds (bench/bench_vllm.py).
+SHAPES = {
+    "tiny": dict(image_size=IMAGE_SIZE, patch_size=7, vision_hidden=64, vision_layers=3, vision_heads=2,
+                 text_hidden=128, text_layers=2, text_heads=4, text_kv_heads=2),
+    "bench": dict(image_size=336, patch_size=14, vision_hidden=256, vision_layers=4, vision_heads=4,
+                  text_hidden=512, text_layers=4, text_heads=8, text_kv_heads=8),
+}
+
+
+def llava_for_engines(seed: int = 0, shape: str = "tiny"):
+    """The LLaVA-1.5 layout (CLIP with [CLS], feature layer -2, 'default' strategy, Llama) at a
+    shape of ``SHAPES``, with idselect.tiny's random-weight recipe."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2,
-                              image_size=IMAGE_SIZE, patch_size=7, projection_dim=64)
-    text = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=tiny.VOCAB, max_position_embeddings=512,
+    if shape not in SHAPES:
+        raise ValueError(f"idselect: shape must be one of {sorted(SHAPES)}, got {shape!r}")
+    d = SHAPES[shape]
+    vision = CLIPVisionConfig(hidden_size=d["vision_hidden"], intermediate_size=2 * d["vision_hidden"],
+                              num_hidden_layers=d["vision_layers"], num_attention_heads=d["vision_heads"],
+                              image_size=d["image_size"], patch_size=d["patch_size"], projection_dim=d["vision_hidden"])
+    text = LlamaConfig(hidden_size=d["text_hidden"], intermediate_size=2 * d["text_hidden"],
+                       num_hidden_layers=d["text_layers"], num_attention_heads=d["text_heads"],
+                       num_key_value_heads=d["text_kv_heads"], vocab_size=tiny.VOCAB, max_position_embeddings=2048,
                        pad_token_id=tiny.PAD_TOKEN, bos_token_id=2, eos_token_id=3)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tiny.IMAGE_TOKEN,
                       vision_feature_layer=-2, vision_feature_select_strategy="default")
@@ -78,14 +93,15 @@ def hub_layout_state_dict(model) -> dict:
     return out
 
 
-def save_tiny_llava(path: str, seed: int = 0):
-    """Write a loadable tiny LLaVA-1.5 folder at ``path``; returns the in-memory model (float32,
-    eval mode) whose weights the folder holds."""
+def save_tiny_llava(path: str, seed: int = 0, shape: str = "tiny"):
+    """Write a loadable LLaVA-1.5-layout folder at ``path`` (``shape``: a key of ``SHAPES``);
+    returns the in-memory model (float32, eval mode) whose weights the folder holds."""
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-    model = tiny_llava_for_engines(seed)
+    model = llava_for_engines(seed, shape)
+    size, patch = SHAPES[shape]["image_size"], SHAPES[shape]["patch_size"]
     os.makedirs(path, exist_ok=True)
     model.config.architectures = ["LlavaForConditionalGeneration"]
     model.config.save_pretrained(path)
@@ -99,9 +115,9 @@ def save_tiny_llava(path: str, seed: int = 0):
                                         eos_token=EOS, extra_special_tokens={"image_token": IMAGE})
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
     tokenizer.chat_template = CHAT_TEMPLATE
-    images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    images = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                 do_convert_rgb=True)
-    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=7,
+    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=patch,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=CHAT_TEMPLATE, image_token=IMAGE)
     processor.save_pretrained(path)

@@ -1,0 +1,158 @@
+"""vLLM serving throughput and time to first token, unpruned vs ID-Selection, side by side in
+one run: N concurrent image requests through ``vllm.LLM.generate`` (docs/serving.md).
+
+Two engines, one after the other in this process: vLLM's own LLaVA (unpruned) and
+IdSelectLlavaForConditionalGeneration, which serves each keep through the per-request option
+``mm_processor_kwargs={"idselect_keep": k}``. Per engine and keep: ``--repeats`` rounds of the
+same N requests (fresh random images every round, prefix caching off, so no round reuses
+another's work); medians with p10 / p90 of
+
+- throughput: requests/s and generated tokens/s of a round (``--new-tokens`` each);
+- TTFT: each request's time to its first token (vLLM's per-request metrics), median per round.
+
+Without ``--model`` the model is LLaVA-1.5's layout at CPU-sized widths (576 visual tokens:
+336 px images, 14 px patches; CLIP 256 wide x 4 layers, Llama 512 wide x 4 layers; random
+weights; idselect.testing.model_dirs, shape "bench"). With ``--model PATH`` a real llava-hf
+checkpoint (e.g. llava-hf/llava-1.5-7b-hf on a GPU: see docs/serving.md for the command).
+
+    python bench/bench_vllm.py                          # CPU, bench shape
+    python bench/bench_vllm.py --model llava-hf/llava-1.5-7b-hf --dtype bfloat16 --requests 64
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+SYNTHETIC_PROMPT = "user : <image> describe the image and what is in this picture please assistant :"
+LLAVA_PROMPT = "USER: <image>\nDescribe this image in detail. ASSISTANT:"
+
+
+def percentiles(values):
+    values = sorted(values)
+    pick = lambda q: values[min(len(values) - 1, int(round(q * (len(values) - 1))))]  # noqa: E731
+    return statistics.median(values), pick(0.1), pick(0.9)
+
+
+def images(count, seed, size):
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    return [Image.fromarray((rng.rand(size, size, 3) * 255).astype("uint8")) for _ in range(count)]
+
+
+def measure(llm, prompt, args, keep, image_size):
+    """Rounds of args.requests concurrent requests; returns the row of one (engine, keep)."""
+    import vllm
+
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True)
+    rounds = []
+    for r in range(args.warmup + args.repeats):
+        batch = []
+        for img in images(args.requests, seed=1000 * r + (keep or 0), size=image_size):
+            req = {"prompt": prompt, "multi_modal_data": {"image": img}}
+            if keep is not None:
+                req["mm_processor_kwargs"] = {"idselect_keep": keep}
+            batch.append(req)
+        start = time.perf_counter()
+        outputs = llm.generate(batch, params, use_tqdm=False)
+        wall = time.perf_counter() - start
+        if r < args.warmup:
+            continue
+        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+        ttft = [o.metrics.first_token_latency for o in outputs if o.metrics is not None]
+        rounds.append({"wall_s": wall, "requests_per_s": len(outputs) / wall, "tokens_per_s": tokens / wall,
+                       "ttft_ms": 1000 * statistics.median(ttft) if ttft else float("nan"),
+                       "prompt_tokens": len(outputs[0].prompt_token_ids)})
+    row = {"keep": keep if keep is not None else "all", "prompt_tokens": rounds[0]["prompt_tokens"]}
+    for key in ("requests_per_s", "tokens_per_s", "ttft_ms"):
+        median, p10, p90 = percentiles([x[key] for x in rounds])
+        row.update({key: median, key + "_p10": p10, key + "_p90": p90})
+    return row
+
+
+def engine(path, args, overrides=None):
+    import vllm
+
+    kwargs = dict(dtype=args.dtype, max_model_len=args.max_model_len, enable_prefix_caching=False, seed=0,
+                  disable_log_stats=False, enforce_eager=args.enforce_eager)
+    if args.kv_cache_gib:
+        kwargs["kv_cache_memory_bytes"] = int(args.kv_cache_gib * (1 << 30))
+    if overrides:
+        kwargs["hf_overrides"] = overrides
+    return vllm.LLM(path, **kwargs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a llava-hf checkpoint (path or Hub id); default: the synthetic bench shape")
+    parser.add_argument("--keeps", type=int, nargs="+", default=[64, 16])
+    parser.add_argument("--requests", type=int, default=8, help="concurrent requests per round")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--kv-cache-gib", type=float, default=0.5, help="0: vLLM's default")
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vllm_cpu.json"))
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
+        parser.error(f"--requests, --repeats, --new-tokens and --keeps must be >= 1, got {args.requests}, "
+                     f"{args.repeats}, {args.new_tokens}, {args.keeps}")
+
+    import torch
+    import vllm
+
+    from idselect import benchmark
+    from idselect.vllm import engine_overrides
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            path, prompt, image_size = args.model, LLAVA_PROMPT, 336
+        else:
+            from idselect.testing.model_dirs import SHAPES, save_tiny_llava
+
+            path, prompt, image_size = tmp, SYNTHETIC_PROMPT, SHAPES["bench"]["image_size"]
+            save_tiny_llava(path, seed=0, shape="bench")
+        rows = []
+        llm = engine(path, args)
+        rows.append(dict(measure(llm, prompt, args, None, image_size), variant="unpruned"))
+        del llm
+        llm = engine(path, args, engine_overrides("llava", keep=max(args.keeps)))
+        for keep in args.keeps:
+            rows.append(dict(measure(llm, prompt, args, keep, image_size), variant="id"))
+        del llm
+    base = rows[0]
+    for row in rows:
+        row["throughput_vs_unpruned"] = row["requests_per_s"] / base["requests_per_s"]
+        row["ttft_vs_unpruned"] = base["ttft_ms"] / row["ttft_ms"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    meta = {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
+            "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
+            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
+            "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
+    print(f"{meta['device']} ({meta['cpu_isa']}), torch {meta['torch']}, vLLM {meta['vllm']}, commit {meta['commit']}")
+    print(f"{args.requests} concurrent requests, {args.new_tokens} new tokens, medians of {args.repeats} (p10-p90)")
+    print(f"{'variant':>9} {'keep':>5} {'prompt tok':>10} {'req/s':>22} {'tok/s':>24} {'TTFT ms':>26} {'thrpt x':>8} {'TTFT x':>7}")
+    for r in rows:
+        print(f"{r['variant']:>9} {str(r['keep']):>5} {r['prompt_tokens']:>10} "
+              f"{r['requests_per_s']:8.2f} ({r['requests_per_s_p10']:.2f}-{r['requests_per_s_p90']:.2f}) "
+              f"{r['tokens_per_s']:8.1f} ({r['tokens_per_s_p10']:.1f}-{r['tokens_per_s_p90']:.1f}) "
+              f"{r['ttft_ms']:8.1f} ({r['ttft_ms_p10']:.1f}-{r['ttft_ms_p90']:.1f}) "
+              f"{r['throughput_vs_unpruned']:7.2f}x {r['ttft_vs_unpruned']:6.2f}x")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's engine processes start with spawn
+    sys.exit(main())
