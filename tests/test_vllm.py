@@ -44,7 +44,9 @@ ENGINE_ARGS = dict(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64
 PROMPTS = [(["describe", "the", "image"], 1, 0), (["what", "is", "in", "this", "picture"], 1, 1), (["colour"], 1, 2),
            (["count", "and", "shape"], 2, 3), (["left", "right"], 1, 4), (["please", "describe", "the", "top"], 1, 5),
            ([], 1, 6)]
-BUDGETS = [None, 1, 2, 3, 8, TOKENS_PER_IMAGE, 40]  # None: the engine's keep
+#: None: the engine's keep. LLaVA-NeXT's tiny images have 34-88 tokens, 2-8 of them newlines:
+#: 32-34 cut into the newlines of some, 100 keeps every image whole.
+BUDGETS = [None, 1, 3, 8, TOKENS_PER_IMAGE, 33, 40, 100]
 
 
 def image(seed: int) -> Image.Image:
@@ -57,24 +59,30 @@ def images_of(count: int, seed: int):
     return [image(seed * 10 + j) for j in range(count)]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """(path, the in-memory transformers model the folder holds, its processor)."""
+@pytest.fixture(scope="module", params=["llava", "llava_next"])
+def folder(request, tmp_path_factory):
+    """(path, the in-memory transformers model the folder holds, its processor, family)."""
     from transformers import AutoProcessor
 
-    path = str(tmp_path_factory.mktemp("tiny_llava"))
-    model = save_tiny_llava(path, seed=0)
-    return path, model, AutoProcessor.from_pretrained(path)
+    path = str(tmp_path_factory.mktemp(request.param))
+    model = save_tiny_llava(path, seed=0, family=request.param)
+    return path, model, AutoProcessor.from_pretrained(path), request.param
+
+
+def hooks_run(folder, words, imgs, keep, gamma=20.0):
+    """The oracle: greedy tokens of the transformers model patched by idselect's hooks, and the
+    visual tokens its LLM received."""
+    _, model, processor, _ = folder
+    text = " ".join(["user", ":"] + [IMAGE] * len(imgs) + list(words) + ["assistant", ":"])
+    inputs = processor(text=text, images=imgs, return_tensors="pt")
+    with idselect.patch(model, keep=keep, gamma=gamma, importance="saliency") as handle:
+        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+        visual = handle.last_stats["visual_tokens_after"]
+    return out[0, inputs["input_ids"].shape[1]:].tolist(), visual
 
 
 def hooks_tokens(folder, words, imgs, keep, gamma=20.0):
-    """The oracle: greedy tokens of the transformers model patched by idselect's hooks."""
-    _, model, processor = folder
-    text = " ".join(["user", ":"] + [IMAGE] * len(imgs) + list(words) + ["assistant", ":"])
-    inputs = processor(text=text, images=imgs, return_tensors="pt")
-    with idselect.patch(model, keep=keep, gamma=gamma, importance="saliency"):
-        out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+    return hooks_run(folder, words, imgs, keep, gamma)[0]
 
 
 def pruned_prompt_ids(words, kept):
@@ -92,7 +100,7 @@ def request(words, imgs, **mm_kwargs):
 
 @pytest.fixture(scope="module")
 def engine(folder):
-    llm = vllm.LLM(folder[0], hf_overrides=idv.engine_overrides("llava", keep=ENGINE_KEEP), **ENGINE_ARGS)
+    llm = vllm.LLM(folder[0], hf_overrides=idv.engine_overrides(folder[3], keep=ENGINE_KEEP), **ENGINE_ARGS)
     yield llm
     del llm
 
@@ -106,12 +114,15 @@ def test_greedy_tokens_equal_the_hooks_with_mixed_budgets_in_one_batch(folder, e
     cases = [(words, images_of(n, seed), keep) for words, n, seed in PROMPTS for keep in BUDGETS]
     requests = [request(w, imgs, **({} if k is None else {"idselect_keep": k})) for w, imgs, k in cases]
     outputs = engine.generate(requests, greedy(), use_tqdm=False)
-    assert len(outputs) == len(cases) == 49
+    assert len(outputs) == len(cases) == 56
     for (words, imgs, keep), out in zip(cases, outputs):
         k = ENGINE_KEEP if keep is None else keep
-        # The LLM sees min(k, N) placeholders per image: a pruned prompt, never a silent full one.
-        assert len(out.prompt_token_ids) == 4 + len(words) + len(imgs) * min(k, TOKENS_PER_IMAGE)
-        assert list(out.outputs[0].token_ids) == hooks_tokens(folder, words, imgs, k), (words, len(imgs), k)
+        tokens, visual = hooks_run(folder, words, imgs, k)
+        # The LLM sees as many placeholders as the hooks keep: a pruned prompt, never a silent full one.
+        assert len(out.prompt_token_ids) == 4 + len(words) + visual, (words, len(imgs), k)
+        if folder[3] == "llava":
+            assert visual == len(imgs) * min(k, TOKENS_PER_IMAGE)
+        assert list(out.outputs[0].token_ids) == tokens, (words, len(imgs), k)
 
 
 def test_gamma_per_request(folder, engine):
@@ -128,7 +139,7 @@ def test_the_engine_prunes_unlike_plain_vllm(folder, engine):
     differs = 0
     for words, n, seed in PROMPTS:
         imgs = images_of(n, seed)
-        differs += hooks_tokens(folder, words, imgs, 1) != hooks_tokens(folder, words, imgs, TOKENS_PER_IMAGE)
+        differs += hooks_tokens(folder, words, imgs, 1) != hooks_tokens(folder, words, imgs, 1000)
     assert differs >= 3
 
 
@@ -158,8 +169,9 @@ def test_engine_overrides_and_their_errors():
     assert idv.engine_overrides("llava", keep=64) == {
         "architectures": ["IdSelectLlavaForConditionalGeneration"], "idselect_keep": 64, "idselect_gamma": 20.0,
         "idselect_importance": "saliency"}
+    assert idv.engine_overrides("llava_next", keep=64)["architectures"] == ["IdSelectLlavaNextForConditionalGeneration"]
     json.dumps(idv.engine_overrides("llava", keep=16, gamma=5))  # --hf-overrides takes JSON
-    with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' has no vLLM integration yet \(supported: llava\)"):
+    with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' has no vLLM integration yet \(supported: llava, llava_next\)"):
         idv.engine_overrides("qwen2_5_vl", keep=64)
     with pytest.raises(ValueError, match=r"keep must be >= 1 .*got 0"):
         idv.engine_overrides("llava", keep=0)
@@ -175,22 +187,26 @@ def test_engine_overrides_and_their_errors():
 def test_the_architecture_checks_the_model(folder):
     from transformers import AutoConfig, LlavaConfig, SiglipVisionConfig
 
+    family = (folder[3],)
     config = AutoConfig.from_pretrained(folder[0])
     with pytest.raises(ValueError, match=r"needs idselect_keep in hf_overrides"):
-        check_model(config)
+        check_model(config, family)
     config.idselect_keep = 8
-    assert check_model(config) == {"keep": 8, "gamma": 20.0, "importance": "saliency"}
+    assert check_model(config, family) == {"keep": 8, "gamma": 20.0, "importance": "saliency"}
+    other = ("llava_next",) if folder[3] == "llava" else ("llava",)
+    with pytest.raises(ValueError, match=rf"serves {other[0]} \(model_type\) with a CLIP vision tower.*got model_type '{folder[3]}'"):
+        check_model(config, other)
     config.idselect_importance = "unified"
     with pytest.raises(ValueError, match=r"hf_overrides\['idselect_importance'\]='unified' is not available"):
-        check_model(config)
+        check_model(config, family)
     siglip = LlavaConfig(vision_config=SiglipVisionConfig(), vision_feature_select_strategy="full")
     siglip.idselect_keep = 8
-    with pytest.raises(ValueError, match=r"serves LLaVA .* with a CLIP vision tower.*'siglip_vision_model' tower"):
+    with pytest.raises(ValueError, match=r"serves llava \(model_type\) with a CLIP vision tower.*'siglip_vision_model' tower"):
         check_model(siglip)
     config.idselect_importance = "saliency"
     config.vision_feature_layer = [-2, -1]
     with pytest.raises(ValueError, match=r"vision_feature_layer=\[-2, -1\]: several feature layers"):
-        check_model(config)
+        check_model(config, family)
 
 
 def test_vllm_version_policy(monkeypatch):
@@ -207,7 +223,7 @@ def test_vllm_version_policy(monkeypatch):
 
 def test_an_engine_without_keep_refuses_to_start(folder):
     with pytest.raises(Exception) as caught:
-        vllm.LLM(folder[0], hf_overrides={"architectures": ["IdSelectLlavaForConditionalGeneration"]}, **ENGINE_ARGS)
+        vllm.LLM(folder[0], hf_overrides={"architectures": [idv.ARCHITECTURES[folder[3]]]}, **ENGINE_ARGS)
     chain, error = [], caught.value
     while error is not None:
         chain.append(str(error))
@@ -227,9 +243,10 @@ CHILD = textwrap.dedent(
         import vllm
         from idselect.vllm import engine_overrides
         from idselect.testing.model_dirs import prompt_ids
-        path, keep, extra, cases = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+        path, family, keep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        extra, cases = json.loads(sys.argv[4]), json.loads(sys.argv[5])
         llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256,
-                       seed=0, hf_overrides=engine_overrides("llava", keep=keep), **extra)
+                       seed=0, hf_overrides=engine_overrides(family, keep=keep), **extra)
         requests = []
         for words, image_seed, request_keep in cases:
             rng = np.random.RandomState(image_seed)
@@ -260,7 +277,8 @@ def run_child(tmp_path, folder, extra, env_extra, timeout=300):
     script.write_text(CHILD)
     env = dict(os.environ, **env_extra)
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
-    done = subprocess.run([sys.executable, str(script), folder[0], str(ENGINE_KEEP), json.dumps(extra), json.dumps(CHILD_CASES)],
+    done = subprocess.run([sys.executable, str(script), folder[0], folder[3], str(ENGINE_KEEP), json.dumps(extra),
+                           json.dumps(CHILD_CASES)],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
     lines = [line for line in done.stdout.splitlines() if line.startswith("TOKENS ")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
@@ -341,7 +359,7 @@ def test_vllm_serve_chat_completion(tmp_path, folder):
     server = subprocess.Popen(
         [sys.executable, "-c", VLLM_CLI, "serve", folder[0], "--host", "127.0.0.1", "--port", str(port),
          "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--kv-cache-memory-bytes", str(64 << 20),
-         "--seed", "0", "--trust-request-mm-kwargs", "--hf-overrides", json.dumps(idv.engine_overrides("llava", keep=ENGINE_KEEP))],
+         "--seed", "0", "--trust-request-mm-kwargs", "--hf-overrides", json.dumps(idv.engine_overrides(folder[3], keep=ENGINE_KEEP))],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     try:
         deadline = time.time() + 240
@@ -367,9 +385,9 @@ def test_vllm_serve_chat_completion(tmp_path, folder):
                 reply = post(f"http://127.0.0.1:{port}/v1/chat/completions", body)
             except urllib.error.HTTPError as error:
                 pytest.fail(f"keep={keep}: HTTP {error.code}: {error.body}")
-            k = ENGINE_KEEP if keep is None else keep
-            assert reply["prompt_token_ids"] == pruned_prompt_ids(["describe", "the", "image"], k), reply["prompt_token_ids"]
-            assert reply["choices"][0]["token_ids"] == hooks_tokens(folder, ["describe", "the", "image"], [img], k), keep
+            tokens, visual = hooks_run(folder, ["describe", "the", "image"], [img], ENGINE_KEEP if keep is None else keep)
+            assert reply["prompt_token_ids"] == pruned_prompt_ids(["describe", "the", "image"], visual), reply["prompt_token_ids"]
+            assert reply["choices"][0]["token_ids"] == tokens, keep
         bad = dict(body, mm_processor_kwargs={"idselect_keep": 0})
         with pytest.raises(urllib.error.HTTPError) as refused:
             post(f"http://127.0.0.1:{port}/v1/chat/completions", bad)

@@ -56,13 +56,22 @@ SHAPES = {
 }
 
 
-def llava_for_engines(seed: int = 0, shape: str = "tiny"):
-    """The LLaVA-1.5 layout (CLIP with [CLS], feature layer -2, 'default' strategy, Llama) at a
+#: LLaVA-NeXT's anyres grids for the tiny shape (28 px crops: up to 2 x 2 crops and a base view).
+TINY_GRID_PINPOINTS = [[28, 56], [56, 28], [56, 56]]
+
+
+def llava_for_engines(seed: int = 0, shape: str = "tiny", family: str = "llava"):
+    """The LLaVA-1.5 layout (``family="llava"``; CLIP with [CLS], feature layer -2, 'default'
+    strategy, Llama) or LLaVA-NeXT's anyres layout (``"llava_next"``, tiny shape only) at a
     shape of ``SHAPES``, with idselect.tiny's random-weight recipe."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaNextConfig, LlavaNextForConditionalGeneration)
 
     if shape not in SHAPES:
         raise ValueError(f"idselect: shape must be one of {sorted(SHAPES)}, got {shape!r}")
+    if family not in ("llava", "llava_next") or (family == "llava_next" and shape != "tiny"):
+        raise ValueError(f"idselect: family must be 'llava' (any shape) or 'llava_next' (shape 'tiny'), "
+                         f"got family={family!r}, shape={shape!r}")
     d = SHAPES[shape]
     vision = CLIPVisionConfig(hidden_size=d["vision_hidden"], intermediate_size=2 * d["vision_hidden"],
                               num_hidden_layers=d["vision_layers"], num_attention_heads=d["vision_heads"],
@@ -71,10 +80,15 @@ def llava_for_engines(seed: int = 0, shape: str = "tiny"):
                        num_hidden_layers=d["text_layers"], num_attention_heads=d["text_heads"],
                        num_key_value_heads=d["text_kv_heads"], vocab_size=tiny.VOCAB, max_position_embeddings=2048,
                        pad_token_id=tiny.PAD_TOKEN, bos_token_id=2, eos_token_id=3)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tiny.IMAGE_TOKEN,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    common = dict(vision_config=vision, text_config=text, image_token_index=tiny.IMAGE_TOKEN,
+                  vision_feature_layer=-2, vision_feature_select_strategy="default")
+    if family == "llava_next":
+        cfg = LlavaNextConfig(image_grid_pinpoints=TINY_GRID_PINPOINTS, **common)
+        model_class = LlavaNextForConditionalGeneration
+    else:
+        cfg, model_class = LlavaConfig(**common), LlavaForConditionalGeneration
     cfg._attn_implementation = "sdpa"
-    return tiny._finish(LlavaForConditionalGeneration(cfg), seed)
+    return tiny._finish(model_class(cfg), seed)
 
 
 def hub_layout_state_dict(model) -> dict:
@@ -82,7 +96,7 @@ def hub_layout_state_dict(model) -> dict:
     renames = [("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
                ("model.vision_tower.vision_model.", "vision_tower.vision_model."),
                ("model.vision_tower.", "vision_tower.vision_model."),
-               ("model.multi_modal_projector.", "multi_modal_projector.")]
+               ("model.multi_modal_projector.", "multi_modal_projector."), ("model.image_newline", "image_newline")]
     out = {}
     for name, tensor in model.state_dict().items():
         for old, new in renames:
@@ -93,17 +107,19 @@ def hub_layout_state_dict(model) -> dict:
     return out
 
 
-def save_tiny_llava(path: str, seed: int = 0, shape: str = "tiny"):
-    """Write a loadable LLaVA-1.5-layout folder at ``path`` (``shape``: a key of ``SHAPES``);
-    returns the in-memory model (float32, eval mode) whose weights the folder holds."""
+def save_tiny_llava(path: str, seed: int = 0, shape: str = "tiny", family: str = "llava"):
+    """Write a loadable folder at ``path`` (``shape``: a key of ``SHAPES``; ``family``: "llava"
+    or "llava_next"); returns the in-memory model (float32, eval mode) whose weights the folder
+    holds."""
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import (CLIPImageProcessor, LlavaNextImageProcessor, LlavaNextProcessor, LlavaProcessor,
+                              PreTrainedTokenizerFast)
 
-    model = llava_for_engines(seed, shape)
+    model = llava_for_engines(seed, shape, family)
     size, patch = SHAPES[shape]["image_size"], SHAPES[shape]["patch_size"]
     os.makedirs(path, exist_ok=True)
-    model.config.architectures = ["LlavaForConditionalGeneration"]
+    model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(path)
     model.generation_config.save_pretrained(path)
     save_file(hub_layout_state_dict(model), os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
@@ -115,11 +131,14 @@ def save_tiny_llava(path: str, seed: int = 0, shape: str = "tiny"):
                                         eos_token=EOS, extra_special_tokens={"image_token": IMAGE})
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})
     tokenizer.chat_template = CHAT_TEMPLATE
-    images = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                                do_convert_rgb=True)
-    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=patch,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=CHAT_TEMPLATE, image_token=IMAGE)
+    sizes = dict(size={"shortest_edge": size}, crop_size={"height": size, "width": size}, do_convert_rgb=True)
+    options = dict(tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
+                   num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE, image_token=IMAGE)
+    if family == "llava_next":
+        images = LlavaNextImageProcessor(image_grid_pinpoints=TINY_GRID_PINPOINTS, **sizes)
+        processor = LlavaNextProcessor(image_processor=images, **options)
+    else:
+        processor = LlavaProcessor(image_processor=CLIPImageProcessor(**sizes), **options)
     processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model

@@ -31,8 +31,9 @@ SUPPORTED_VLLM = ("0.32.0",)
 VERSION_ENV = "IDSELECT_UNVERIFIED_VLLM"
 
 #: model_type -> the architecture name that prunes it.
-ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration"}
-_MODEL_CLASSES = {"IdSelectLlavaForConditionalGeneration": "idselect.vllm.llava:IdSelectLlavaForConditionalGeneration"}
+ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration",
+                 "llava_next": "IdSelectLlavaNextForConditionalGeneration"}
+_MODEL_CLASSES = {arch: f"idselect.vllm.llava:{arch}" for arch in ARCHITECTURES.values()}
 
 #: The options, as keys of hf_overrides (engine-wide) and mm_processor_kwargs (per request).
 KEEP, GAMMA, IMPORTANCE = "idselect_keep", "idselect_gamma", "idselect_importance"

@@ -1,24 +1,34 @@
-"""LLaVA-1.5 (model_type ``llava``, CLIP tower) with ID-Selection, as a vLLM architecture.
+"""LLaVA-1.5 (model_type ``llava``) and LLaVA-NeXT (``llava_next``), CLIP towers, with
+ID-Selection, as vLLM architectures.
 
 Per image, as ``idselect.patch(model, keep=k, importance="saliency")`` does with transformers
 (docs/hooks.md): [CLS] attention in the vision layer whose output the model uses, averaged over
-heads, min-max normalised, is the importance; ``idselect.select`` picks ``min(k, N)`` of the
-image's projected features (the LLM's input embeddings), which go to the LLM in their original
-order. The processor gives each image as many placeholders as tokens it keeps, so positions are
-those of a hand-pruned prompt.
+heads, min-max normalised over the image's candidate tokens, is the importance;
+``idselect.select`` picks ``min(k, candidates)`` of the image's projected features (the LLM's
+input embeddings), which go to the LLM in their original order. An image whose tokens all fit
+in ``k`` is left whole. LLaVA-NeXT: each crop's saliency comes from its own [CLS], laid out by
+vLLM's own anyres merge; newline tokens are never candidates and are dropped from a pruned
+image. The processor gives each image as many placeholders as tokens it keeps, so positions
+are those of a hand-pruned prompt.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence
+import types
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 from vllm.model_executor.models.llava import (
     LlavaDummyInputsBuilder,
     LlavaForConditionalGeneration,
-    LlavaImageEmbeddingInputs,
     LlavaMultiModalProcessor,
     LlavaProcessingInfo,
 )
+from vllm.model_executor.models.llava_next import (
+    LlavaNextForConditionalGeneration,
+    LlavaNextMultiModalProcessor,
+    LlavaNextProcessingInfo,
+)
+from vllm.model_executor.models.vision import get_num_selected_vision_tokens
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
@@ -29,18 +39,20 @@ from ..api import select as id_select
 from . import GAMMA, KEEP, check_vllm_version, engine_settings, request_settings
 
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
+EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned (the saliency needs the vision tower's "
+                      "attention); pass images")
 
 
-def check_model(hf_config) -> Dict[str, object]:
+def check_model(hf_config, model_types: Sequence[str] = ("llava",)) -> Dict[str, object]:
     """The engine's options, after checking that the model is one this architecture prunes."""
     check_vllm_version()
     settings = engine_settings(hf_config)
     vision = hf_config.vision_config
-    if hf_config.model_type != "llava" or vision.model_type != "clip_vision_model":
+    if hf_config.model_type not in model_types or vision.model_type != "clip_vision_model":
         raise ValueError(
-            f"idselect: IdSelectLlavaForConditionalGeneration serves LLaVA (model_type 'llava') with a "
-            f"CLIP vision tower, whose [CLS] token gives the saliency; got model_type "
-            f"{hf_config.model_type!r} with a {vision.model_type!r} tower"
+            f"idselect: {hf_config.architectures[0] if hf_config.architectures else 'this architecture'} serves "
+            f"{' / '.join(model_types)} (model_type) with a CLIP vision tower, whose [CLS] token gives the "
+            f"saliency; got model_type {hf_config.model_type!r} with a {vision.model_type!r} tower"
         )
     layer = hf_config.vision_feature_layer
     if not isinstance(layer, int):
@@ -51,18 +63,15 @@ def check_model(hf_config) -> Dict[str, object]:
     return settings
 
 
-class IdSelectLlavaProcessingInfo(LlavaProcessingInfo):
-    def engine_settings(self) -> Dict[str, object]:
-        return engine_settings(self.get_hf_config())
+# -- processors: min(keep, ...) placeholders per image, the options as per-image fields -------
 
-
-class IdSelectLlavaMultiModalProcessor(LlavaMultiModalProcessor):
-    """LLaVA's processor with ``min(keep, N)`` placeholders per image and the request's options
-    as per-image fields (part of vLLM's multimodal hash, so cached encoder outputs never mix
-    budgets)."""
+class BudgetedProcessor:
+    """Mixed into a LLaVA-family processor: the request's options become per-image fields (part
+    of vLLM's multimodal hash, so cached encoder outputs never mix budgets) and each image
+    gets as many placeholders as tokens it keeps (``kept_tokens``)."""
 
     def settings(self, mm_kwargs: Mapping[str, object]) -> Dict[str, object]:
-        return request_settings(mm_kwargs, self.info.engine_settings())
+        return request_settings(mm_kwargs, engine_settings(self.info.get_hf_config()))
 
     def _call_hf_processor(self, hf_data, hf_kwargs):
         settings = self.settings(hf_kwargs)
@@ -87,32 +96,56 @@ class IdSelectLlavaMultiModalProcessor(LlavaMultiModalProcessor):
         def replacement(item_idx: int) -> List[int]:
             images = mm_items.get_items("image", (ImageEmbeddingItems, ImageProcessorItems))
             if isinstance(images, ImageEmbeddingItems):
-                raise ValueError("idselect: image embeddings cannot be pruned (the saliency needs the vision "
-                                 "tower's attention); pass images")
+                raise ValueError(EMBEDDINGS_REFUSED)
             size = images.get_image_size(item_idx)
-            tokens = self.info.get_num_image_tokens(image_width=size.width, image_height=size.height)
-            return [image_token_id] * min(keep, tokens)
+            return [image_token_id] * self.kept_tokens(size.width, size.height, keep)
 
         return [PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)]
 
+    def kept_tokens(self, width: int, height: int, keep: int) -> int:
+        """Tokens an image of this size gives the LLM: all of them if they fit in ``keep``,
+        else ``min(keep, candidates)``."""
+        tokens = self.info.get_num_image_tokens(image_width=width, image_height=height)
+        return tokens if keep >= tokens else min(keep, tokens - self.non_candidates(width, height))
 
-@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaMultiModalProcessor, info=IdSelectLlavaProcessingInfo,
-                                        dummy_inputs=LlavaDummyInputsBuilder)
-class IdSelectLlavaForConditionalGeneration(LlavaForConditionalGeneration):
-    """vLLM's LlavaForConditionalGeneration, pruning each image to its budget before the LLM."""
+    def non_candidates(self, width: int, height: int) -> int:
+        return 0
 
-    def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        check_model(vllm_config.model_config.hf_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+class IdSelectLlavaMultiModalProcessor(BudgetedProcessor, LlavaMultiModalProcessor):
+    pass
+
+
+class IdSelectLlavaNextMultiModalProcessor(BudgetedProcessor, LlavaNextMultiModalProcessor):
+    def non_candidates(self, width: int, height: int) -> int:
+        """Newline tokens: one per row of the unpadded crop grid (vLLM's own count, as in
+        LlavaNextProcessingInfo.get_num_image_tokens)."""
+        from vllm.model_executor.models.llava_next import get_anyres_image_grid_shape
+
+        info, config = self.info, self.info.get_hf_config()
+        encoder = info.get_vision_encoder_info()
+        rows, cols = get_anyres_image_grid_shape(image_size=(height, width), grid_pinpoints=config.image_grid_pinpoints,
+                                                 patch_size=encoder.get_image_size())
+        _, newlines = info._get_num_unpadded_features(original_height=height, original_width=width,
+                                                       npatches=encoder.get_patch_grid_length(),
+                                                       num_patch_height=rows, num_patch_width=cols)
+        return newlines
+
+
+# -- models ------------------------------------------------------------------------------------
+
+class SaliencyPruning:
+    """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's input
+    captured, and prunes each image's embeddings to its budget."""
 
     def saliency_layer(self) -> torch.nn.Module:
         # vLLM builds the tower only up to the feature layer: its last layer produces the features.
         return self.vision_tower.vision_model.encoder.layers[-1]
 
     def cls_attention(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """[images, T] attention of [CLS] in the feature layer, averaged over all heads; under
-        tensor parallelism each rank holds some heads, and the sum is reduced across ranks so
-        that every rank keeps the same tokens."""
+        """[crops, T] attention of [CLS] in the feature layer, averaged over all heads (with
+        the 'default' strategy, without [CLS] itself). Under tensor parallelism each rank holds
+        some heads: the sum is reduced across ranks so that every rank keeps the same tokens."""
         layer = self.saliency_layer()
         attn = layer.self_attn
         qkv, _ = attn.qkv_proj(layer.layer_norm1(layer_input))
@@ -122,58 +155,99 @@ class IdSelectLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         k = k.unflatten(-1, (heads, width)).transpose(1, 2).float()  # [I, h, T, d]
         probs = ((q @ k.transpose(-1, -2)) / width ** 0.5).softmax(dim=-1)[:, :, 0]  # [I, h, T]
         if attn.tp_size == 1:
-            return probs.mean(dim=1)
-        from vllm.distributed import tensor_model_parallel_all_reduce
+            attention = probs.mean(dim=1)
+        else:
+            from vllm.distributed import tensor_model_parallel_all_reduce
 
-        return tensor_model_parallel_all_reduce(probs.sum(dim=1)) / attn.num_heads
+            attention = tensor_model_parallel_all_reduce(probs.sum(dim=1)) / attn.num_heads
+        return attention[:, 1:] if self.config.vision_feature_select_strategy == "default" else attention
 
     def embed_multimodal(self, **kwargs: object):
-        keep = kwargs.pop(KEEP, None)
-        gamma = kwargs.pop(GAMMA, None)
+        keeps, gammas = kwargs.pop(KEEP, None), kwargs.pop(GAMMA, None)
         image_input = self._parse_and_validate_image_input(**kwargs)
         if image_input is None:
             return []
-        if isinstance(image_input, LlavaImageEmbeddingInputs):
-            raise ValueError("idselect: image embeddings cannot be pruned (the saliency needs the vision tower's "
-                             "attention); pass images")
+        if image_input["type"] == "image_embeds":
+            raise ValueError(EMBEDDINGS_REFUSED)
         captured = []
         hook = self.saliency_layer().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
-            features = self._process_image_input(image_input)  # [images, T, H]: the LLM's image embeddings
+            embeddings = self._process_image_input(image_input)  # per image: the LLM's image embeddings
         finally:
             hook.remove()
         with torch.no_grad():
             attention = self.cls_attention(captured[-1])
-        if self.config.vision_feature_select_strategy == "default":
-            attention = attention[:, 1:]
-        return prune(features, attention, as_list(keep, features.shape[0]), as_list(gamma, features.shape[0]))
+            saliency = self.image_saliency(image_input, attention)
+        count = len(embeddings)
+        keeps, gammas = as_list(keeps, count), as_list(gammas, count)
+        return [prune_image(embeddings[i], saliency[i], int(keeps[i]), float(gammas[i])) for i in range(count)]
+
+    def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
+        """Per image, the saliency of each of its tokens, laid out as its embeddings; -1 marks
+        tokens that are never candidates."""
+        return list(attention)
+
+
+@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaMultiModalProcessor, info=LlavaProcessingInfo,
+                                        dummy_inputs=LlavaDummyInputsBuilder)
+class IdSelectLlavaForConditionalGeneration(SaliencyPruning, LlavaForConditionalGeneration):
+    """vLLM's LlavaForConditionalGeneration, pruning each image to its budget before the LLM."""
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        check_model(vllm_config.model_config.hf_config, ("llava",))
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+
+@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaNextMultiModalProcessor, info=LlavaNextProcessingInfo,
+                                        dummy_inputs=LlavaDummyInputsBuilder)
+class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForConditionalGeneration):
+    """vLLM's LlavaNextForConditionalGeneration (anyres), pruning each image to its budget."""
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        check_model(vllm_config.model_config.hf_config, ("llava_next",))
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+
+    def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
+        # The crops of each image, as _process_image_pixels groups them, then vLLM's own anyres
+        # merge with a newline of -1 (attention probabilities are >= 0).
+        pixel_values = image_input["pixel_values"]
+        if isinstance(pixel_values, torch.Tensor):
+            per_image = attention.view(pixel_values.shape[0], pixel_values.shape[1], -1)
+        else:
+            per_image = torch.split(attention, [v.shape[0] for v in pixel_values])
+        image_sizes = image_input.get("image_sizes")
+        if image_sizes is None:
+            side = self.config.vision_config.image_size
+            image_sizes = torch.as_tensor([[side, side]] * len(per_image))
+        layout = types.SimpleNamespace(config=self.config, image_newline=attention.new_full((1,), -1.0))
+        merge = LlavaNextForConditionalGeneration._merge_image_patch_embeddings
+        return [merge(layout, image_sizes[i], crops[..., None], strategy="spatial_unpad")[:, 0]
+                for i, crops in enumerate(per_image)]
 
 
 def as_list(values, count: int) -> list:
     """A batched per-image field (a tensor, or a list of 0-d tensors) as Python numbers."""
     if isinstance(values, torch.Tensor):
         values = values.reshape(-1).tolist()
-    else:
+    elif values is not None:
         values = [v.item() if isinstance(v, torch.Tensor) else v for v in values]
-    if len(values) != count:
-        raise RuntimeError(f"idselect: {len(values)} budgets for {count} images")
+    if values is None or len(values) != count:
+        raise RuntimeError(f"idselect: {0 if values is None else len(values)} budgets for {count} images "
+                           "(the processor gives every image one)")
     return values
 
 
-def prune(features: torch.Tensor, attention: torch.Tensor, keeps: list, gammas: list) -> List[torch.Tensor]:
-    """Each image's kept feature rows, in their original order: one idselect.select call per
-    distinct (k, gamma)."""
-    count, tokens = features.shape[:2]
-    scores = imp.minmax(attention)
-    out: List[torch.Tensor] = [features[i] for i in range(count)]
-    groups: Dict[tuple, List[int]] = {}
-    for i in range(count):
-        k = min(int(keeps[i]), tokens)
-        if k < tokens:
-            groups.setdefault((k, float(gammas[i])), []).append(i)
-    for (k, gamma), members in groups.items():
-        rows = torch.tensor(members, device=features.device)
-        picked = id_select(features[rows].detach(), scores[rows], k, gamma).sort(dim=1).values
-        for j, i in enumerate(members):
-            out[i] = features[i, picked[j]]
-    return out
+def prune_image(embeddings: torch.Tensor, saliency: torch.Tensor, keep: int, gamma: float) -> torch.Tensor:
+    """The rows of one image's embeddings it keeps, in their original order."""
+    tokens = embeddings.shape[0]
+    if saliency.shape[0] != tokens:
+        raise RuntimeError(f"idselect: saliency for {saliency.shape[0]} tokens, embeddings for {tokens}")
+    if keep >= tokens:
+        return embeddings
+    candidates = torch.nonzero(saliency >= 0).squeeze(1)
+    k = min(keep, candidates.numel())
+    if k == candidates.numel():
+        return embeddings[candidates]
+    scores = imp.minmax(saliency[candidates])
+    picked = id_select(embeddings[candidates].detach(), scores, k, gamma).sort().values
+    return embeddings[candidates[picked]]
