@@ -26,13 +26,11 @@ import pytest
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 vllm = pytest.importorskip("vllm", reason="vLLM is not installed (the vLLM CI job installs it: .ci/vllm.sh)")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import idselect  # noqa: E402
 from idselect import vllm as idv  # noqa: E402
-from idselect.testing.model_dirs import IMAGE, prompt_ids, save_tiny_llava, vocabulary  # noqa: E402
+from idselect.testing.model_dirs import IMAGE, prompt_ids, save_tiny_llava, sample_image, vocabulary  # noqa: E402
 from idselect.vllm.llava import check_model  # noqa: E402
 
 ENGINE_KEEP = 4
@@ -49,14 +47,8 @@ PROMPTS = [(["describe", "the", "image"], 1, 0), (["what", "is", "in", "this", "
 BUDGETS = [None, 1, 3, 8, TOKENS_PER_IMAGE, 33, 40, 100]
 
 
-def image(seed: int) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    height, width = [(40, 36), (28, 28), (64, 50), (30, 45)][seed % 4]
-    return Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8"))
-
-
 def images_of(count: int, seed: int):
-    return [image(seed * 10 + j) for j in range(count)]
+    return [sample_image(seed * 10 + j) for j in range(count)]
 
 
 @pytest.fixture(scope="module", params=["llava", "llava_next"])
@@ -133,14 +125,47 @@ def test_gamma_per_request(folder, engine):
         assert list(out.outputs[0].token_ids) == hooks_tokens(folder, ["describe"], imgs, 5, gamma=g), g
 
 
-def test_the_engine_prunes_unlike_plain_vllm(folder, engine):
-    """The premise of the equality test: the pruned answer differs from the unpruned one for at
-    least one prompt (otherwise the images would not matter to this tiny model)."""
-    differs = 0
+def test_the_oracle_tells_selections_apart(folder):
+    """The premise of the equality test: on these prompts the answer depends on which tokens are
+    kept, so a vLLM path that pruned differently (too little, by top-k, or not at all) fails."""
+    whole = pruned_by_topk = 0
+    _, model, processor, _ = folder
     for words, n, seed in PROMPTS:
         imgs = images_of(n, seed)
-        differs += hooks_tokens(folder, words, imgs, 1) != hooks_tokens(folder, words, imgs, 1000)
-    assert differs >= 3
+        text = " ".join(["user", ":"] + [IMAGE] * len(imgs) + list(words) + ["assistant", ":"])
+        inputs = processor(text=text, images=imgs, return_tensors="pt")
+        for keep in (1, 2, 4, 8):
+            id_tokens = hooks_tokens(folder, words, imgs, keep)
+            whole += id_tokens != hooks_tokens(folder, words, imgs, 1000)
+            with idselect.patch(model, keep=keep, importance="saliency", selection="topk"):
+                topk = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+            pruned_by_topk += id_tokens != topk[0, inputs["input_ids"].shape[1]:].tolist()
+    assert whole >= 10 and pruned_by_topk >= 4, (whole, pruned_by_topk)
+
+
+def test_small_encoder_budget_and_chunked_prefill(tmp_path, folder):
+    """max_num_batched_tokens=40: images reach the tower in groups of at most 2 crops
+    (SaliencyPruning.crops_per_encoder_call) and prompts are prefilled in chunks that split
+    images; the tokens stay the hooks'. (Its own process: a second in-process engine would
+    tear down the module engine's parallel state when it goes.)"""
+    cases = [(words, [seed * 10 + j for j in range(n)], keep) for words, n, seed in PROMPTS[:4] for keep in (2, 33)]
+    tokens = run_child(tmp_path, folder, {"max_num_batched_tokens": 40, "limit_mm_per_prompt": {"image": 2}}, {}, cases)
+    assert tokens == [hooks_tokens(folder, words, [sample_image(s) for s in seeds], keep) for words, seeds, keep in cases]
+
+
+def test_idselect_options_without_the_architecture_are_refused(tmp_path, folder):
+    """hf_overrides with idselect options but no idselect architecture: vLLM's plain model would
+    ignore them and answer unpruned; the plugin's guard refuses it (at the engine's first
+    multimodal processing: its start-up dummy run)."""
+    error = run_child(tmp_path, folder, {}, {}, [(["describe"], [0], None)], overrides={"idselect_keep": 4},
+                      expect_error=True)
+    assert "['idselect_keep'] given to a model served as" in error and "which would ignore them" in error, error
+    config = type("Config", (), {"architectures": ["LlavaForConditionalGeneration"]})()
+    with pytest.raises(ValueError, match=r"\['idselect_keep'\] given to a model served as \['LlavaForConditionalGeneration'\]"):
+        idv.refuse_options_without_architecture(config, {"idselect_keep": 4, "size": 3})
+    idv.refuse_options_without_architecture(config, {"size": 3})  # plain options of plain models pass
+    ours = type("Config", (), {"architectures": ["IdSelectLlavaForConditionalGeneration"], "idselect_keep": 4})()
+    idv.refuse_options_without_architecture(ours, {"idselect_keep": 2})
 
 
 @pytest.mark.parametrize("options, message", [
@@ -204,9 +229,35 @@ def test_the_architecture_checks_the_model(folder):
     with pytest.raises(ValueError, match=r"serves llava \(model_type\) with a CLIP vision tower.*'siglip_vision_model' tower"):
         check_model(siglip)
     config.idselect_importance = "saliency"
+    config.idselect_gama = 5.0
+    with pytest.raises(ValueError, match=r"unknown hf_overrides \['idselect_gama'\]"):
+        check_model(config, family)
+    del config.idselect_gama
+    config.vision_feature_layer = 0
+    with pytest.raises(ValueError, match=r"vision_feature_layer=0 selects the embeddings"):
+        check_model(config, family)
     config.vision_feature_layer = [-2, -1]
     with pytest.raises(ValueError, match=r"vision_feature_layer=\[-2, -1\]: several feature layers"):
         check_model(config, family)
+
+
+def test_engine_level_mm_processor_kwargs_are_refused():
+    model_config = type("ModelConfig", (), {})()
+    model_config.multimodal_config = type("MM", (), {"mm_processor_kwargs": {"idselect_keep": 2}})()
+    with pytest.raises(ValueError, match=r"\['idselect_keep'\] in the engine's mm_processor_kwargs: set engine-wide options in hf_overrides"):
+        idv.refuse_engine_mm_kwargs(model_config)
+    model_config.multimodal_config.mm_processor_kwargs = {"num_crops": 4}
+    idv.refuse_engine_mm_kwargs(model_config)
+
+
+def test_crop_groups():
+    from idselect.vllm.llava import crop_groups
+
+    singles = torch.zeros(5, 3, 8, 8)  # LLaVA-1.5: one crop per image
+    assert crop_groups(singles, 2) == [(0, 2), (2, 4), (4, 5)]
+    anyres = [torch.zeros(n, 3, 8, 8) for n in (5, 3, 1, 1, 5)]  # LLaVA-NeXT: crops per image
+    assert crop_groups(anyres, 4) == [(0, 1), (1, 3), (3, 4), (4, 5)]
+    assert crop_groups(anyres, 100) == [(0, 5)]
 
 
 def test_vllm_version_policy(monkeypatch):
@@ -236,58 +287,65 @@ def test_an_engine_without_keep_refuses_to_start(folder):
 CHILD = textwrap.dedent(
     """
     import json, sys
-    import numpy as np
-    from PIL import Image
 
     def main():
         import vllm
-        from idselect.vllm import engine_overrides
-        from idselect.testing.model_dirs import prompt_ids
-        path, family, keep = sys.argv[1], sys.argv[2], int(sys.argv[3])
-        extra, cases = json.loads(sys.argv[4]), json.loads(sys.argv[5])
-        llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256,
-                       seed=0, hf_overrides=engine_overrides(family, keep=keep), **extra)
-        requests = []
-        for words, image_seed, request_keep in cases:
-            rng = np.random.RandomState(image_seed)
-            img = Image.fromarray((rng.rand(40, 36, 3) * 255).astype("uint8"))
-            req = {"prompt_token_ids": prompt_ids(words), "multi_modal_data": {"image": img}}
-            if request_keep is not None:
-                req["mm_processor_kwargs"] = {"idselect_keep": request_keep}
-            requests.append(req)
-        outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=%d, ignore_eos=True),
-                               use_tqdm=False)
+        from idselect.testing.model_dirs import prompt_ids, sample_image
+        path, overrides, extra, cases = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+        try:
+            llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256,
+                           seed=0, hf_overrides=overrides, **extra)
+            requests = []
+            for words, image_seeds, request_keep in cases:
+                images = [sample_image(seed) for seed in image_seeds]
+                req = {"prompt_token_ids": prompt_ids(words, len(images)),
+                       "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+                if request_keep is not None:
+                    req["mm_processor_kwargs"] = {"idselect_keep": request_keep}
+                requests.append(req)
+            outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=%d, ignore_eos=True),
+                                   use_tqdm=False)
+        except Exception as error:  # the whole chain: vLLM wraps a start-up failure
+            chain = []
+            while error is not None:
+                chain.append(f"{type(error).__name__}: {error}")
+                error = error.__cause__ or error.__context__
+            print("ERROR " + json.dumps(" <- ".join(chain)), flush=True)
+            return
         print("TOKENS " + json.dumps([list(o.outputs[0].token_ids) for o in outputs]), flush=True)
 
     if __name__ == "__main__":  # the engine's processes start with spawn
         main()
     """ % NEW_TOKENS
 )
-CHILD_CASES = [(["describe", "the", "image"], 100, None), (["what", "is", "in", "this", "picture"], 101, 2),
-               (["colour"], 102, 9)]
+#: (words, image seeds, request keep)
+CHILD_CASES = [(["describe", "the", "image"], [100], None), (["what", "is", "in", "this", "picture"], [101], 2),
+               (["colour"], [102], 9)]
 
 
-def child_image(seed):
-    rng = np.random.RandomState(seed)
-    return Image.fromarray((rng.rand(40, 36, 3) * 255).astype("uint8"))
-
-
-def run_child(tmp_path, folder, extra, env_extra, timeout=300):
+def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=None, expect_error=False, timeout=300):
+    """Run an engine in a process of its own (vLLM's default multi-process mode); returns its
+    greedy tokens per case, or with ``expect_error`` the error chain it reported."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ, **env_extra)
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
-    done = subprocess.run([sys.executable, str(script), folder[0], folder[3], str(ENGINE_KEEP), json.dumps(extra),
-                           json.dumps(CHILD_CASES)],
+    overrides = idv.engine_overrides(folder[3], keep=ENGINE_KEEP) if overrides is None else overrides
+    done = subprocess.run([sys.executable, str(script), folder[0], json.dumps(overrides), json.dumps(extra), json.dumps(cases)],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("TOKENS ")]
-    assert done.returncode == 0 and lines, done.stderr[-4000:]
-    return json.loads(lines[-1][len("TOKENS "):])
+    found = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
+             if line.startswith(("TOKENS ", "ERROR "))}
+    assert done.returncode == 0 and found, done.stderr[-4000:]
+    if expect_error:
+        assert "ERROR" in found, f"expected a refusal, got tokens {found}"
+        return found["ERROR"]
+    assert "TOKENS" in found, found.get("ERROR")
+    return found["TOKENS"]
 
 
-def expected_child_tokens(folder):
-    return [hooks_tokens(folder, words, [child_image(seed)], ENGINE_KEEP if keep is None else keep)
-            for words, seed, keep in CHILD_CASES]
+def expected_child_tokens(folder, cases=CHILD_CASES):
+    return [hooks_tokens(folder, words, [sample_image(s) for s in seeds], ENGINE_KEEP if keep is None else keep)
+            for words, seeds, keep in cases]
 
 
 def test_multiprocess_engine(tmp_path, folder):
@@ -373,7 +431,7 @@ def test_vllm_serve_chat_completion(tmp_path, folder):
                 pass
             assert time.time() < deadline, "vllm serve did not come up in 240 s"
             time.sleep(1)
-        img = image(21)
+        img = sample_image(21)
         for keep in (None, 2, 9):
             body = {"model": folder[0], "temperature": 0.0, "max_tokens": NEW_TOKENS, "return_token_ids": True,
                     "ignore_eos": True,

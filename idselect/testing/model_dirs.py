@@ -2,10 +2,10 @@
 processor, chat template), for engines that load a path: vLLM and ``vllm serve``.
 
 The weights are written in the layout of the Hub's llava-hf checkpoints
-(``language_model.model.*``, ``vision_tower.vision_model.*``), which every vLLM release loads;
+(``language_model.model.*``, ``vision_tower.vision_model.*``), which vLLM 0.32 loads;
 transformers 5's ``save_pretrained`` writes another layout that vLLM 0.32 does not map. The
 tokenizer is a word-level vocabulary, so a prompt's words and token ids correspond one to one.
-Widths fit vLLM's CPU attention (head size 32).
+Widths fit vLLM's CPU attention (head size 32 or 64).
 """
 from __future__ import annotations
 
@@ -149,3 +149,14 @@ def prompt_ids(words: List[str], images: int = 1) -> List[int]:
     vocab = vocabulary()
     tokens = ["user", ":"] + [IMAGE] * images + list(words) + ["assistant", ":"]
     return [vocab[t] for t in tokens]
+
+
+def sample_image(seed: int):
+    """A random RGB picture (PIL) of one of four small sizes, from ``seed``: the same picture
+    in every process (tests compare vLLM's engine processes with transformers)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    height, width = [(40, 36), (28, 28), (64, 50), (30, 45)][seed % 4]
+    return Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8"))

@@ -43,12 +43,54 @@ DEFAULT_GAMMA = 20.0
 
 def register() -> None:
     """vLLM plugin entry point (``vllm.general_plugins``): runs in every vLLM process and
-    registers the architectures lazily (nothing is imported until a model asks for one)."""
+    registers the architectures lazily (nothing is imported until a model asks for one). It
+    also makes a model served *without* an idselect architecture refuse idselect options
+    (``refuse_options_without_architecture``), which it would otherwise ignore."""
     from vllm import ModelRegistry
 
     for arch, target in _MODEL_CLASSES.items():
         if arch not in ModelRegistry.get_supported_archs():
             ModelRegistry.register_model(arch, target)
+    _guard_plain_processing()
+
+
+def refuse_options_without_architecture(hf_config, mm_kwargs: Mapping[str, Any]) -> None:
+    """Raise if idselect options reach a model that does not prune: hf_overrides without the
+    idselect architecture, or per-request options sent to a plain engine. Such a model would
+    ignore them (transformers only warns) and answer unpruned."""
+    architectures = getattr(hf_config, "architectures", None) or []
+    if any(arch in _MODEL_CLASSES for arch in architectures):
+        return
+    given = sorted({k for k in mm_kwargs if str(k).startswith("idselect_")}
+                   | {k for k in vars(hf_config) if k.startswith("idselect_")})
+    if given:
+        raise ValueError(
+            f"idselect: {given} given to a model served as {architectures} (not an idselect architecture), which "
+            "would ignore them and answer unpruned; start the engine with "
+            "hf_overrides=idselect.vllm.engine_overrides(model_type, keep=...), which names the architecture"
+        )
+
+
+def _guard_plain_processing() -> None:
+    """Every multimodal request of an HF-processor model passes InputProcessingContext.
+    call_hf_processor; the idselect architectures strip their options before it, so options
+    seen there belong to a model that does not prune. Nothing else about plain models changes;
+    on a release without that method the guard is left out."""
+    try:
+        from vllm.multimodal.processing.context import InputProcessingContext
+    except ImportError:
+        return
+    original = getattr(InputProcessingContext, "call_hf_processor", None)
+    if original is None or getattr(original, "_idselect_guard", False):
+        return
+
+    def call_hf_processor(self, hf_processor, data, kwargs={}):  # noqa: B006 (vLLM's signature)
+        engine_kwargs = getattr(getattr(self.model_config, "multimodal_config", None), "mm_processor_kwargs", None)
+        refuse_options_without_architecture(self.model_config.hf_config, {**(engine_kwargs or {}), **kwargs})
+        return original(self, hf_processor, data, kwargs)
+
+    call_hf_processor._idselect_guard = True
+    InputProcessingContext.call_hf_processor = call_hf_processor
 
 
 def check_keep(keep: Any, where: str) -> int:
@@ -111,8 +153,15 @@ def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
             GAMMA: check_gamma(gamma, "gamma"), IMPORTANCE: check_importance(importance, "importance")}
 
 
+ENGINE_OPTIONS = (KEEP, GAMMA, IMPORTANCE)
+
+
 def engine_settings(hf_config) -> Dict[str, Any]:
-    """The engine-wide options read from a model's (overridden) HF config, checked."""
+    """The engine-wide options read from a model's (overridden) HF config, checked; unknown
+    ``idselect_`` keys are refused, as per request."""
+    unknown = sorted(k for k in vars(hf_config) if k.startswith("idselect_") and k not in ENGINE_OPTIONS)
+    if unknown:
+        raise ValueError(f"idselect: unknown hf_overrides {unknown}; engine-wide: {', '.join(ENGINE_OPTIONS)}")
     keep = getattr(hf_config, KEEP, None)
     if keep is None:
         raise ValueError(
@@ -122,6 +171,17 @@ def engine_settings(hf_config) -> Dict[str, Any]:
     return {"keep": check_keep(keep, f"hf_overrides[{KEEP!r}]"),
             "gamma": check_gamma(getattr(hf_config, GAMMA, DEFAULT_GAMMA), f"hf_overrides[{GAMMA!r}]"),
             "importance": check_importance(getattr(hf_config, IMPORTANCE, "saliency"), f"hf_overrides[{IMPORTANCE!r}]")}
+
+
+def refuse_engine_mm_kwargs(model_config) -> None:
+    """Engine-wide options belong in hf_overrides (one place): ``LLM(mm_processor_kwargs=...)``
+    / ``--mm-processor-kwargs`` with idselect keys is refused rather than half applied."""
+    engine_kwargs = getattr(getattr(model_config, "multimodal_config", None), "mm_processor_kwargs", None) or {}
+    given = sorted(k for k in engine_kwargs if str(k).startswith("idselect_"))
+    if given:
+        raise ValueError(f"idselect: {given} in the engine's mm_processor_kwargs: set engine-wide options in "
+                         "hf_overrides (idselect.vllm.engine_overrides), per-request ones in a request's "
+                         "mm_processor_kwargs")
 
 
 def request_settings(mm_kwargs: Mapping[str, Any], engine: Mapping[str, Any]) -> Dict[str, Any]:

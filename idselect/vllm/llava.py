@@ -14,7 +14,7 @@ are those of a hand-pruned prompt.
 from __future__ import annotations
 
 import types
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Sequence
 
 import torch
 from vllm.model_executor.models.llava import (
@@ -36,11 +36,20 @@ from vllm.multimodal.processing import PromptReplacement
 
 from .. import importance as imp
 from ..api import select as id_select
-from . import GAMMA, KEEP, check_vllm_version, engine_settings, request_settings
+from . import GAMMA, KEEP, check_vllm_version, engine_settings, refuse_engine_mm_kwargs, request_settings
 
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned (the saliency needs the vision tower's "
                       "attention); pass images")
+
+
+def check_engine(vllm_config, model_types: Sequence[str]) -> Dict[str, object]:
+    """check_model, plus what only the engine's whole configuration shows."""
+    refuse_engine_mm_kwargs(vllm_config.model_config)
+    if getattr(vllm_config, "lora_config", None) is not None:
+        raise ValueError("idselect: LoRA is not supported with the idselect architectures (not verified: vLLM's "
+                         "tower/connector LoRA counts tokens before pruning)")
+    return check_model(vllm_config.model_config.hf_config, model_types)
 
 
 def check_model(hf_config, model_types: Sequence[str] = ("llava",)) -> Dict[str, object]:
@@ -57,6 +66,9 @@ def check_model(hf_config, model_types: Sequence[str] = ("llava",)) -> Dict[str,
     layer = hf_config.vision_feature_layer
     if not isinstance(layer, int):
         raise ValueError(f"idselect: vision_feature_layer={layer!r}: several feature layers are not supported in vLLM")
+    if layer % (vision.num_hidden_layers + 1) == 0:
+        raise ValueError(f"idselect: vision_feature_layer={layer} selects the embeddings, which no attention layer "
+                         "produced; saliency needs a transformer layer's output")
     if hf_config.vision_feature_select_strategy not in STRATEGIES:
         raise ValueError(f"idselect: vision_feature_select_strategy={hf_config.vision_feature_select_strategy!r} "
                          f"is not one of {STRATEGIES}")
@@ -71,6 +83,7 @@ class BudgetedProcessor:
     gets as many placeholders as tokens it keeps (``kept_tokens``)."""
 
     def settings(self, mm_kwargs: Mapping[str, object]) -> Dict[str, object]:
+        refuse_engine_mm_kwargs(self.info.ctx.model_config)
         return request_settings(mm_kwargs, engine_settings(self.info.get_hf_config()))
 
     def _call_hf_processor(self, hf_data, hf_kwargs):
@@ -85,8 +98,8 @@ class BudgetedProcessor:
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
         fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
-        fields[KEEP] = MultiModalFieldConfig.batched("image")
-        fields[GAMMA] = MultiModalFieldConfig.batched("image")
+        fields[KEEP] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)  # read on the host: no sync
+        fields[GAMMA] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)
         return fields
 
     def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[PromptReplacement]:
@@ -110,6 +123,23 @@ class BudgetedProcessor:
 
     def non_candidates(self, width: int, height: int) -> int:
         return 0
+
+
+class UnprunedTokenBudget:
+    """Mixed into a processing info: vLLM sizes the encoder's per-step budget, its memory
+    profile and the encoder cache by the most tokens an image can have. Without this it would
+    measure a dummy image after pruning (the engine's keep) and size them all for that."""
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        return {"image": self.get_max_image_tokens()}
+
+
+class IdSelectLlavaProcessingInfo(UnprunedTokenBudget, LlavaProcessingInfo):
+    pass
+
+
+class IdSelectLlavaNextProcessingInfo(UnprunedTokenBudget, LlavaNextProcessingInfo):
+    pass
 
 
 class IdSelectLlavaMultiModalProcessor(BudgetedProcessor, LlavaMultiModalProcessor):
@@ -162,25 +192,47 @@ class SaliencyPruning:
             attention = tensor_model_parallel_all_reduce(probs.sum(dim=1)) / attn.num_heads
         return attention[:, 1:] if self.config.vision_feature_select_strategy == "default" else attention
 
+    def crops_per_encoder_call(self) -> int:
+        """Crops the tower takes in one call: vLLM's per-step encoder budget over the tokens of
+        one crop. The scheduler charges an image its pruned tokens, so one step may bring far
+        more images than the unpruned model's memory profile covered; they go through the
+        tower in groups of at most this many crops, as the unpruned model would take them."""
+        vision = self.config.vision_config
+        crop_tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+        return max(1, self.encoder_budget_tokens // crop_tokens)
+
     def embed_multimodal(self, **kwargs: object):
         keeps, gammas = kwargs.pop(KEEP, None), kwargs.pop(GAMMA, None)
-        image_input = self._parse_and_validate_image_input(**kwargs)
-        if image_input is None:
-            return []
-        if image_input["type"] == "image_embeds":
+        if kwargs.get("image_embeds") is not None:
             raise ValueError(EMBEDDINGS_REFUSED)
+        pixel_values = kwargs.get("pixel_values")
+        if pixel_values is None:
+            return []
+        count = len(pixel_values)
+        keeps, gammas = as_list(keeps, count), as_list(gammas, count)
+        out: List[torch.Tensor] = []
+        for start, end in crop_groups(pixel_values, self.crops_per_encoder_call()):
+            group = {name: value[start:end] if value is not None else None for name, value in kwargs.items()}
+            embeddings, saliency = self.encode_with_saliency(group)
+            out += [prune_image(embeddings[j], saliency[j], int(keeps[start + j]), float(gammas[start + j]))
+                    for j in range(end - start)]
+        return out
+
+    def encode_with_saliency(self, kwargs):
+        """The model's own image path on some images, and each image's saliency."""
+        image_input = self._parse_and_validate_image_input(**kwargs)
         captured = []
         hook = self.saliency_layer().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
             embeddings = self._process_image_input(image_input)  # per image: the LLM's image embeddings
         finally:
             hook.remove()
+        if len(captured) != 1:  # e.g. a release that compiles the tower and skips module hooks
+            raise RuntimeError(f"idselect: the vision tower's feature layer ran {len(captured)} times for one "
+                               "batch of images (expected once); this vLLM release differs from the verified ones")
         with torch.no_grad():
-            attention = self.cls_attention(captured[-1])
-            saliency = self.image_saliency(image_input, attention)
-        count = len(embeddings)
-        keeps, gammas = as_list(keeps, count), as_list(gammas, count)
-        return [prune_image(embeddings[i], saliency[i], int(keeps[i]), float(gammas[i])) for i in range(count)]
+            attention = self.cls_attention(captured[0])
+            return embeddings, self.image_saliency(image_input, attention)
 
     def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
         """Per image, the saliency of each of its tokens, laid out as its embeddings; -1 marks
@@ -188,24 +240,26 @@ class SaliencyPruning:
         return list(attention)
 
 
-@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaMultiModalProcessor, info=LlavaProcessingInfo,
+@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaMultiModalProcessor, info=IdSelectLlavaProcessingInfo,
                                         dummy_inputs=LlavaDummyInputsBuilder)
 class IdSelectLlavaForConditionalGeneration(SaliencyPruning, LlavaForConditionalGeneration):
     """vLLM's LlavaForConditionalGeneration, pruning each image to its budget before the LLM."""
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        check_model(vllm_config.model_config.hf_config, ("llava",))
+        check_engine(vllm_config, ("llava",))
         super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
 
 
-@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaNextMultiModalProcessor, info=LlavaNextProcessingInfo,
+@MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaNextMultiModalProcessor, info=IdSelectLlavaNextProcessingInfo,
                                         dummy_inputs=LlavaDummyInputsBuilder)
 class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForConditionalGeneration):
     """vLLM's LlavaNextForConditionalGeneration (anyres), pruning each image to its budget."""
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        check_model(vllm_config.model_config.hf_config, ("llava_next",))
+        check_engine(vllm_config, ("llava_next",))
         super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
 
     def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
         # The crops of each image, as _process_image_pixels groups them, then vLLM's own anyres
@@ -223,6 +277,20 @@ class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForCon
         merge = LlavaNextForConditionalGeneration._merge_image_patch_embeddings
         return [merge(layout, image_sizes[i], crops[..., None], strategy="spatial_unpad")[:, 0]
                 for i, crops in enumerate(per_image)]
+
+
+def crop_groups(pixel_values, crops_per_call: int) -> List[tuple]:
+    """[start, end) ranges of consecutive images whose crops fit ``crops_per_call`` (at least
+    one image per group); an image's crops are its leading dimension when it has several."""
+    groups, start, crops = [], 0, 0
+    for i, image in enumerate(pixel_values):
+        n = image.shape[0] if image.dim() == 4 else 1
+        if i > start and crops + n > crops_per_call:
+            groups.append((start, i))
+            start, crops = i, 0
+        crops += n
+    groups.append((start, len(pixel_values)))
+    return groups
 
 
 def as_list(values, count: int) -> list:
@@ -249,5 +317,5 @@ def prune_image(embeddings: torch.Tensor, saliency: torch.Tensor, keep: int, gam
     if k == candidates.numel():
         return embeddings[candidates]
     scores = imp.minmax(saliency[candidates])
-    picked = id_select(embeddings[candidates].detach(), scores, k, gamma).sort().values
+    picked = id_select(embeddings[candidates].detach(), scores, k, gamma, validate=False).sort().values
     return embeddings[candidates[picked]]
