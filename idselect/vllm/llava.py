@@ -168,6 +168,13 @@ class SaliencyPruning:
     """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's input
     captured, and prunes each image's embeddings to its budget."""
 
+    model_types: Sequence[str] = ()  # the model_type values the architecture serves
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        check_engine(vllm_config, self.model_types)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
+
     def saliency_layer(self) -> torch.nn.Module:
         # vLLM builds the tower only up to the feature layer: its last layer produces the features.
         return self.vision_tower.vision_model.encoder.layers[-1]
@@ -245,10 +252,7 @@ class SaliencyPruning:
 class IdSelectLlavaForConditionalGeneration(SaliencyPruning, LlavaForConditionalGeneration):
     """vLLM's LlavaForConditionalGeneration, pruning each image to its budget before the LLM."""
 
-    def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        check_engine(vllm_config, ("llava",))
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
+    model_types = ("llava",)
 
 
 @MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaNextMultiModalProcessor, info=IdSelectLlavaNextProcessingInfo,
@@ -256,10 +260,7 @@ class IdSelectLlavaForConditionalGeneration(SaliencyPruning, LlavaForConditional
 class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForConditionalGeneration):
     """vLLM's LlavaNextForConditionalGeneration (anyres), pruning each image to its budget."""
 
-    def __init__(self, *, vllm_config, prefix: str = "") -> None:
-        check_engine(vllm_config, ("llava_next",))
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
+    model_types = ("llava_next",)
 
     def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
         # The crops of each image, as _process_image_pixels groups them, then vLLM's own anyres
