@@ -5,23 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Union
 
+from .options import parse_keep
+
 
 def keep_value(text: str) -> Union[int, float]:
-    """``--keep`` as ``idselect.patch(keep=...)`` reads it: an integer is a token count
-    (>= 1), a number with a decimal point or exponent is a fraction in (0, 1]."""
+    """``--keep`` as ``idselect.patch(keep=...)`` reads it (idselect.options.parse_keep): an
+    integer is a token count (>= 1), a number with a decimal point or exponent is a fraction
+    in (0, 1]."""
     try:
-        value: Union[int, float] = int(text)
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a token count or a fraction, got {text!r}") from None
-        if not 0.0 < value <= 1.0:
-            raise argparse.ArgumentTypeError(f"a fractional keep must be in (0, 1], got {text!r}")
-        return value
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a token count must be >= 1, got {text!r}")
-    return value
+        return parse_keep(text, "--keep", text=True)
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _int_at_least(low: int):

@@ -13,9 +13,11 @@ def test_keep_value_reads_like_the_api(text, value):
     assert parsed == value and type(parsed) is type(value)
 
 
-@pytest.mark.parametrize("text,message", [("0", "token count must be >= 1"), ("-5", "token count must be >= 1"),
-                                          ("-0.5", r"fractional keep must be in \(0, 1\]"),
-                                          ("64.0", r"fractional keep must be in \(0, 1\]"), ("all", "token count or a fraction")])
+@pytest.mark.parametrize("text,message", [("0", "--keep: keep must be >= 1 tokens, got keep='0'"),
+                                          ("-5", "keep must be >= 1 tokens, got keep='-5'"),
+                                          ("-0.5", r"fractional keep must be in \(0, 1\], got keep='-0.5'"),
+                                          ("64.0", r"fractional keep must be in \(0, 1\], got keep='64.0'"),
+                                          ("all", r"keep must be a token count \(64\) or a fraction in \(0, 1\] \(0.25\), got keep='all'")])
 def test_keep_value_refuses(text, message):
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         keep_value(text)

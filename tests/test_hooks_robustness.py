@@ -24,8 +24,8 @@ NEW = 4
     ({"relevance_rope": "no"}, TypeError, r"relevance_rope must be True or False, got str 'no'"),
     ({"relevance_layer": 1.0}, TypeError, r"relevance_layer must be an int, got float 1.0"),
     ({"relevance_layer": 2}, ValueError, r"relevance_layer must be in \[0, 1\] \(the LLM has 2 layers\), got relevance_layer=2"),
-    ({"keep": torch.tensor([4, 5])}, TypeError, r"keep must be an int or a float, got Tensor"),
-    ({"keep": True}, TypeError, r"keep must be an int or a float, got bool True"),
+    ({"keep": torch.tensor([4, 5])}, TypeError, r"keep must be an int or a float, got keep=tensor\(\[4, 5\]\) \(a Tensor\)"),
+    ({"keep": True}, TypeError, r"keep must be an int or a float, got keep=True \(a bool\)"),
     ({"keep": -3}, ValueError, r"keep must be >= 1 tokens, got keep=-3"),
     ({"keep": 64.0}, ValueError, r"a fractional keep must be in \(0, 1\], got keep=64.0"),
 ])

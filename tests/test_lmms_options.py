@@ -30,7 +30,8 @@ def test_keep_is_required():
 @pytest.mark.parametrize("name, value", [
     ("gamma", -1.0), ("gamma", "inf"), ("gamma", "sharp"), ("gamma", True), ("alpha", 1.5), ("alpha", "x"),
     ("relevance_layer", -1), ("relevance_layer", 1.5), ("relevance_layer", "two"), ("relevance_layer", True),
-    ("relevance_rope", "maybe"), ("relevance_rope", 2), ("importance", "unifed"),
+    ("relevance_rope", "maybe"), ("relevance_rope", 2), ("importance", "unifed"), ("selection", "diverse"),
+    ("selection", "ID"),
 ])
 def test_bad_option_names_argument_and_value(name, value):
     with pytest.raises(ValueError, match=f"{name} must be .* got {name}=" + __import__("re").escape(repr(value))):
@@ -42,7 +43,8 @@ def test_options_as_lmms_eval_passes_them():
     options = parse_options(keep=16, gamma=30, importance="relevance", alpha="0.25", relevance_layer="2",
                             relevance_rope="true")
     assert options.patch_kwargs() == {"keep": 16, "gamma": 30.0, "importance": "relevance", "alpha": 0.25,
-                                      "relevance_layer": 2, "relevance_rope": True}
+                                      "relevance_layer": 2, "relevance_rope": True, "selection": "id"}
+    assert parse_options(keep=16, selection="topk").patch_kwargs()["selection"] == "topk"
     everything = parse_options(keep="all")
     assert everything.patch_kwargs()["keep"] == 1.0 and everything.settings()["keep"] == "all"
 

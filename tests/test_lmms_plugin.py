@@ -102,10 +102,17 @@ def test_pruned_run_with_batches(checkpoint, tmp_path):
     assert numbers["generate_calls"] == numbers["prefills"] == 3
     assert numbers["visual_tokens_before"] == QUESTIONS * TOKENS_PER_IMAGE
     assert numbers["visual_tokens_after"] == QUESTIONS * 4 < numbers["visual_tokens_before"]
-    assert numbers["select_ms"] > 0 and numbers["keep_tokens"] == 4 and numbers["gamma"] == 10
+    assert numbers["select_ms"] > 0 and numbers["keep_tokens"] == 4 and numbers["gamma"] == 10 and numbers["topk"] == 0
     assert summary["config"]["model_args"].endswith("keep=4,gamma=10")
     assert all(answer.strip() for answer in answers.values())
     assert "idselect: settings {'keep': 4, 'gamma': 10.0" in output
+
+
+def test_topk_baseline_through_model_args(checkpoint, tmp_path):
+    summary, _, output = run_lmms_eval(tmp_path, "idselect", f"pretrained={checkpoint},keep=4,selection=topk")
+    numbers = idselect_numbers(summary)
+    assert numbers["topk"] == 1 and numbers["visual_tokens_after"] == QUESTIONS * 4
+    assert "'selection': 'topk'" in output
 
 
 def test_keep_all_answers_as_lmms_evals_own_model(checkpoint, tmp_path):

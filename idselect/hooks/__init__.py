@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..options import parse_keep
 from . import compat, selfcheck
 from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
 from .internvl import InternVLAdapter
@@ -153,17 +154,7 @@ def _cache_argument(model: nn.Module, adapter: FamilyAdapter) -> str:
 
 
 def _keep_option(keep) -> Union[int, float]:
-    if isinstance(keep, torch.Tensor) and keep.dim() == 0 and keep.dtype != torch.bool:
-        keep = keep.item()
-    if isinstance(keep, (bool, np.bool_)) or not isinstance(keep, numbers.Real):
-        raise TypeError(f"idselect.patch: keep must be an int or a float, got {type(keep).__name__} {keep!r}")
-    if isinstance(keep, numbers.Integral):
-        if keep < 1:
-            raise ValueError(f"idselect.patch: keep must be >= 1 tokens, got keep={keep}")
-        return int(keep)
-    if not 0.0 < keep <= 1.0:
-        raise ValueError(f"idselect.patch: a fractional keep must be in (0, 1], got keep={keep}")
-    return float(keep)
+    return parse_keep(keep, "idselect.patch")
 
 
 def _real_option(name: str, value, low: float, high: float = math.inf) -> float:

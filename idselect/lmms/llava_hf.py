@@ -18,7 +18,7 @@ class IdSelectLlavaHf(IdSelectMixin, LlavaHf):
 
     Parameters
     ----------
-    keep, gamma, importance, alpha, relevance_layer, relevance_rope
+    keep, gamma, importance, alpha, relevance_layer, relevance_rope, selection
         ``idselect.patch``'s options; ``keep`` is required, ``keep=all`` keeps every token.
     device_map : str, optional
         Default: the device. (``llava_hf``'s own default, "", is rejected by transformers 5.)

@@ -75,7 +75,8 @@ class IdSelectMixin:
         record = {f"idselect_{key}": value for key, value in all_call.as_dict().items()}
         record.update(idselect_gamma=settings["gamma"], idselect_alpha=settings["alpha"],
                       idselect_relevance_layer=self._idselect.handle.options.relevance_layer,  # resolved
-                      idselect_relevance_rope=int(settings["relevance_rope"]), idselect_processes=self.world_size)
+                      idselect_relevance_rope=int(settings["relevance_rope"]), idselect_processes=self.world_size,
+                      idselect_topk=int(settings["selection"] == "topk"))
         record["idselect_keep_tokens" if isinstance(keep, int) else "idselect_keep_fraction"] = 1.0 if keep == "all" else keep
         # lmms-eval's run summary ("throughput" in the results JSON) averages the extra numbers of
         # the records its models make; one record per generate_until call. No time or tokens:
@@ -119,7 +120,7 @@ class IdSelectHuggingface(IdSelectMixin, Huggingface):
     ----------
     pretrained : str
         Checkpoint directory or hub id (``config.model_type`` must be one idselect supports).
-    keep, gamma, importance, alpha, relevance_layer, relevance_rope
+    keep, gamma, importance, alpha, relevance_layer, relevance_rope, selection
         ``idselect.patch``'s options; ``keep`` is required, ``keep=all`` keeps every token.
     device : str
         Device of a single-process run (lmms-eval's ``--device``).

@@ -11,11 +11,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Union
 
-from ..hooks import IMPORTANCE_CHOICES, patch
+from ..hooks import IMPORTANCE_CHOICES, SELECTION_CHOICES, patch
+from ..options import parse_keep as parse_keep_value
 
 #: idselect's model_args, with their defaults (those of ``idselect.patch``); ``keep`` is required.
 OPTION_DEFAULTS: Dict[str, Any] = {
     "keep": None, "gamma": 20.0, "importance": "auto", "alpha": 0.5, "relevance_layer": None, "relevance_rope": False,
+    "selection": "id",
 }
 
 _PREFIX = "idselect (lmms-eval model_args)"
@@ -41,24 +43,12 @@ def parse_keep(value: Any) -> Optional[Union[int, float]]:
     if value is None:
         raise ValueError(f"{_PREFIX}: keep is required (tokens per image such as keep=64, a fraction "
                          f"such as keep=0.25, or keep=all for no pruning)")
-    error = _fail("keep", value, "a whole number of tokens >= 1 (keep=64), a fraction in (0, 1] (keep=0.25) or 'all'")
-    if isinstance(value, bool):
-        raise error
-    number = value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() == "all":
-            return None
-        try:
-            number = int(text) if text.lstrip("+").isdigit() else float(text)
-        except ValueError:
-            raise error from None
-    if isinstance(number, int) and number >= 1:
-        return number
-    if isinstance(number, float) and 0.0 < number <= 1.0:
-        return number
-    # A float above 1 ("64.0") is neither a fraction nor, for idselect.patch, a token count.
-    raise error
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    try:
+        return parse_keep_value(value, _PREFIX, text=True)
+    except TypeError as error:  # model_args errors are ValueErrors, whatever the kind
+        raise ValueError(str(error)) from None
 
 
 def _parse_float(name: str, value: Any, low: float, high: float) -> float:
@@ -107,12 +97,14 @@ class PluginOptions:
     alpha: float = 0.5
     relevance_layer: Optional[int] = None  # None: the model's first softmax-attention layer
     relevance_rope: bool = False
+    selection: str = "id"  # "id" or "topk" (the baseline: no diversity step)
 
     def patch_kwargs(self) -> Dict[str, Any]:
         """Arguments for ``idselect.patch``. keep=all patches with ``keep=1.0`` (a fraction of
         1 keeps every token: an exact no-op), so the hooks run and the run reports its tokens."""
         return {"keep": 1.0 if self.keep is None else self.keep, "gamma": self.gamma, "importance": self.importance,
-                "alpha": self.alpha, "relevance_layer": self.relevance_layer, "relevance_rope": self.relevance_rope}
+                "alpha": self.alpha, "relevance_layer": self.relevance_layer, "relevance_rope": self.relevance_rope,
+                "selection": self.selection}
 
     def settings(self) -> Dict[str, Any]:
         """The settings as the user gave them (keep "all" stays "all"), for logs and results."""
@@ -120,7 +112,7 @@ class PluginOptions:
 
 
 def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto", alpha: Any = 0.5,
-                  relevance_layer: Any = None, relevance_rope: Any = False) -> PluginOptions:
+                  relevance_layer: Any = None, relevance_rope: Any = False, selection: Any = "id") -> PluginOptions:
     """Check and convert idselect's model_args; errors name the argument and the value.
 
     Raises
@@ -130,6 +122,8 @@ def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto",
     """
     if importance not in IMPORTANCE_CHOICES:
         raise _fail("importance", importance, f"one of {', '.join(IMPORTANCE_CHOICES)}")
+    if selection not in SELECTION_CHOICES:  # model_args are text: a custom function cannot come this way
+        raise _fail("selection", selection, f"one of {', '.join(SELECTION_CHOICES)}")
     return PluginOptions(
         keep=parse_keep(keep),
         gamma=_parse_float("gamma", gamma, 0.0, math.inf),
@@ -137,6 +131,7 @@ def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto",
         alpha=_parse_float("alpha", alpha, 0.0, 1.0),
         relevance_layer=None if relevance_layer is None else _parse_int("relevance_layer", relevance_layer),
         relevance_rope=_parse_bool("relevance_rope", relevance_rope),
+        selection=selection,
     )
 
 
