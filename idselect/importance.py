@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -67,11 +68,18 @@ def visual_saliency(
 ) -> torch.Tensor:
     """[CLS] attention in the vision layer whose output the model uses (FasterVLM-style).
 
+    .. deprecated::
+        Nothing in idselect uses it (the hooks capture the feature layer's input and call
+        ``cls_attention``, without keeping every hidden state); it will be removed in a later
+        release. Use ``minmax(cls_attention(layer, layer_input))``.
+
     ``hidden_states`` is the encoder's tuple (embeddings, then each layer's output), so the
     output ``hidden_states[feature_layer]`` is produced by layer ``index - 1`` from input
     ``hidden_states[index - 1]``. Returns [images, T] (or [images, T - 1] with ``drop_cls``),
     min-max normalised per image.
     """
+    warnings.warn("idselect.importance.visual_saliency is deprecated and will be removed: use "
+                  "minmax(cls_attention(layer, layer_input))", DeprecationWarning, stacklevel=2)
     index = feature_layer % len(hidden_states)
     if index == 0:
         raise ValueError(

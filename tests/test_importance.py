@@ -31,6 +31,19 @@ def test_cls_attention_equals_eager_clip_attention(layer_index):
     torch.testing.assert_close(ours, naive, atol=1e-6, rtol=1e-5)
 
 
+def test_visual_saliency_is_deprecated_and_still_answers():
+    from transformers import CLIPVisionModel
+
+    torch.manual_seed(0)
+    clip = CLIPVisionModel(tiny._vision()).eval()
+    with torch.no_grad():
+        states = clip(torch.randn(2, 3, 28, 28), output_hidden_states=True).hidden_states
+        with pytest.warns(DeprecationWarning, match="visual_saliency is deprecated"):
+            old = imp.visual_saliency(encoder_layers(clip), states, -2, drop_cls=True)
+        new = imp.minmax(imp.cls_attention(encoder_layers(clip)[1], states[1])[:, 1:])
+    torch.testing.assert_close(old, new)
+
+
 def test_llava_hook_saliency_is_cls_attention_of_the_feature_layer():
     """vision_feature_layer=-2 on a 3-layer CLIP: the features are layer 1's output, so the
     saliency is layer 1's [CLS] attention to the 16 patches ('default' drops [CLS])."""
