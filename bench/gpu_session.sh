@@ -153,7 +153,7 @@ for model in llava-next-7b qwen2.5-vl-7b; do
     run "end to end: $model (time left)" 100 "e2e_$model.log" \
       "${KERNEL_ENV[@]}" $PY bench/bench_e2e.py "${E2E[@]}" --models "$model" --variants id topk --repeats 3 || true
   else
-    run "end to end (rehearsal: small $model)" 60 "e2e_$model.log" \
+    run "end to end (rehearsal: small $model)" 120 "e2e_$model.log" \
       $PY bench/bench_e2e.py "${E2E[@]}" --models "$model" --variants id topk --repeats 1 --new-tokens 4 || true
   fi
 done

@@ -24,9 +24,6 @@ from ._checks import check_select_args
 
 SCHEMA = "select(Tensor features, Tensor scores, int k, float gamma=20.0, Tensor? lengths=None) -> Tensor"
 
-_lib = torch.library.Library("idselect", "DEF")
-_lib.define(SCHEMA)
-
 #: "0" before ``import idselect`` keeps the compiled CUDA kernel unregistered, so that CUDA
 #: tensors take the batched tensor-op path; unset or "1" registers it (read by
 #: csrc/cuda/select_cuda_glue.cpp when the library loads).
@@ -45,7 +42,10 @@ def cuda_kernel_disabled(environ: Mapping[str, str] = os.environ) -> bool:
     return value == "0"
 
 
-cuda_kernel_disabled()  # a bad value fails here, before the compiled library reads it
+cuda_kernel_disabled()  # a bad value fails here, before the schema is defined or the library loads
+
+_lib = torch.library.Library("idselect", "DEF")
+_lib.define(SCHEMA)
 
 _native_error: Optional[str] = None
 try:

@@ -18,6 +18,7 @@ import bench_e2e  # noqa: E402
 H100_GIB = 78
 
 
+@pytest.mark.slow
 def test_e2e_smoke_two_models_merge_into_one_file(tmp_path):
     common = ["--size", "small", "--keeps", "64", "--new-tokens", "2", "--repeats", "1", "--out-dir", str(tmp_path)]
     assert bench_e2e.main(["--models", "llava-1.5-7b", "--batches", "1", "2"] + common) == 0
@@ -61,6 +62,7 @@ def test_variants_route_the_selection_through_patch():
     assert kept["reference"] == kept["id"] == kept["device_path"]
 
 
+@pytest.mark.slow
 def test_dry_run_real_shapes(tmp_path):
     """Meta-device builds of every real shape (parameter counts against the released
     checkpoints), one real-width reduced-depth check, every case under an H100's memory."""

@@ -38,6 +38,7 @@ def test_bad_flags_are_argparse_errors(main, argv, flag, capsys):
     assert f"argument {flag}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_keep_one_point_zero_keeps_everything(tmp_path, capsys):
     assert demo.main(["--keep", "1.0", "--repeats", "1", "--max-new-tokens", "1", "--out", str(tmp_path / "k.png")]) == 0
     assert "visual tokens: 576 -> 576" in capsys.readouterr().out

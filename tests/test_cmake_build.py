@@ -19,6 +19,7 @@ def test_schema_strings_agree():
         assert f'm.def("{idselect._ops.SCHEMA}");' in f.read()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cmake_library_builds_and_matches(tmp_path):
     prefix = subprocess.run(

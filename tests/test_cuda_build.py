@@ -42,6 +42,7 @@ def ptxas_entries(log):
     return entries
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cuda_kernels_compile_for_sm75_sm80_and_sm90a_without_spills(tmp_path):
     """sm_75 (T4, RTX 20xx): no bf16 tensor cores, so the 16-bit Gram body must compile away
@@ -66,6 +67,7 @@ def test_cuda_kernels_compile_for_sm75_sm80_and_sm90a_without_spills(tmp_path):
     assert not spilling, f"kernels spill registers: {spilling}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA torch compiles the glue in the real build")
 def test_cuda_glue_compiles_against_torch_headers(tmp_path):
     """Syntax and types of the torch glue, checked with a CPU torch's headers. The CPU wheel

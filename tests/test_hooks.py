@@ -198,6 +198,7 @@ def test_video_budget_is_per_video_over_all_frames():
     assert counts == [FRAMES * PER_FRAME] and handle.last_stats["visual_tokens_after"] == 10
 
 
+@pytest.mark.slow
 def test_main_job_demo_runs(tmp_path, capsys):
     from idselect import demo
 

@@ -100,6 +100,7 @@ def test_llava_with_an_unsupported_tower_is_refused_at_patch_time():
         idselect.patch(model, keep=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llava", "internvl"])
 def test_torch_compile_of_a_patched_model_prunes_and_fullgraph_says_why_not(family):
     torch._dynamo.reset()
