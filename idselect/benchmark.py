@@ -86,8 +86,7 @@ def eager_loop(features: torch.Tensor, scores: torch.Tensor, k: int, gamma: floa
         out[:, t] = i
         taken[rows, i] = True
         cos = torch.bmm(fn, fn[rows, i].unsqueeze(2)).squeeze(2).clamp(-1.0, 1.0)
-        updated = s - torch.exp(-gamma * (1.0 - cos) ** 2) * s[rows, i].unsqueeze(1)
-        s = torch.where(updated > 0, updated, torch.zeros_like(updated))  # the reference's rule: NaN -> 0
+        s = reference.suppress(s, cos, s[rows, i].unsqueeze(1), gamma)
     return out
 
 

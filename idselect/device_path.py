@@ -89,8 +89,5 @@ def select(
         else:
             dots = (f * query).sum(dim=2)  # element-wise: immune to TF32 matmul settings
         cos = (dots / (norms * pick_norm)).clamp(-1.0, 1.0)
-        weight = torch.exp(-gamma * (1.0 - cos) ** 2)
-        updated = s - weight * pick_score
-        # `updated > 0` is False for NaN, so NaN (NaN/Inf features, inf - inf) becomes 0.
-        s = torch.where(updated > 0, updated, torch.zeros_like(updated))
+        s = reference.suppress(s, cos, pick_score, gamma)
     return out

@@ -20,6 +20,17 @@ def effective_length(length: int, k: int, n: int) -> int:
     return min(max(length, k), n)
 
 
+def suppress(scores: torch.Tensor, cos: torch.Tensor, picked_score: torch.Tensor, gamma: float) -> torch.Tensor:
+    """One step of the rule after a pick: ``max(0, S_j - w_j * S_i)`` with
+    ``w_j = exp(-gamma * (1 - cos_j)^2)``, element-wise in float32, a NaN result counting as 0.
+    The one Python statement of the update: the reference, the batched device path, the
+    benchmark's eager loop and the hooks' zero-score replay all call it."""
+    weight = torch.exp(-gamma * (1.0 - cos) ** 2)
+    updated = scores - weight * picked_score
+    # `updated > 0` is False for NaN, so NaN (from NaN/Inf features or inf - inf) becomes 0.
+    return torch.where(updated > 0, updated, torch.zeros_like(updated))
+
+
 def greedy_steps(
     features: torch.Tensor, scores: torch.Tensor, k: int, gamma: float
 ) -> Iterator[Tuple[int, torch.Tensor]]:
@@ -40,10 +51,7 @@ def greedy_steps(
         yield i, s
         available[i] = False
         cos = ((f @ f[i]) / (norms * norms[i])).clamp(-1.0, 1.0)
-        weight = torch.exp(-gamma * (1.0 - cos) ** 2)
-        updated = s - weight * s[i]
-        # `updated > 0` is False for NaN, so NaN (from NaN/Inf features or inf - inf) becomes 0.
-        s = torch.where(updated > 0, updated, torch.zeros_like(updated))
+        s = suppress(s, cos, s[i], gamma)
 
 
 def select(

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .. import importance as imp
+from .. import reference
 from ..api import select as id_select
 from . import compat
 from .compat import bound_arguments, output_cache
@@ -842,14 +843,12 @@ def _zero_score_picks(selections, gamma: float) -> List[Optional[int]]:
         f = feats.float()
         f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
         cos = (f[picks] @ f.T).clamp(-1.0, 1.0)  # [k, n]
-        weight = torch.exp(-gamma * (1.0 - cos) ** 2)
         s = torch.where(scores.float() > 0, scores.float(), torch.zeros_like(scores, dtype=torch.float32))
         zero = torch.zeros((), dtype=torch.long, device=s.device)
         for t in range(picks.numel()):
             at = s[picks[t]]
             zero += (at <= 0).long()
-            updated = s - weight[t] * at
-            s = torch.where(updated > 0, updated, torch.zeros_like(updated))
+            s = reference.suppress(s, cos[t], at, gamma)
         out.append(int(zero))  # one synchronisation per medium
     return out
 
