@@ -62,27 +62,12 @@ constexpr int kMaxLookahead = 8;  // similarity rows computed per pass, at most
 // scalar one, so lane l holds the same value at every width: results are the same bits on
 // every level.
 template <int W>
-struct VecTypes;
-template <>
-struct VecTypes<16> {
-  typedef float f __attribute__((vector_size(64)));
-  typedef uint32_t u __attribute__((vector_size(64)));
-  typedef int32_t i __attribute__((vector_size(64)));
-  typedef uint16_t h __attribute__((vector_size(32)));
-};
-template <>
-struct VecTypes<8> {
-  typedef float f __attribute__((vector_size(32)));
-  typedef uint32_t u __attribute__((vector_size(32)));
-  typedef int32_t i __attribute__((vector_size(32)));
-  typedef uint16_t h __attribute__((vector_size(16)));
-};
-template <>
-struct VecTypes<4> {
-  typedef float f __attribute__((vector_size(16)));
-  typedef uint32_t u __attribute__((vector_size(16)));
-  typedef int32_t i __attribute__((vector_size(16)));
-  typedef uint16_t h __attribute__((vector_size(8)));
+struct VecTypes {
+  static_assert(W == 16 || W == 8 || W == 4, "native widths: 16 (v4), 8 (v3), 4 (baseline) lanes");
+  typedef float f __attribute__((vector_size(4 * W)));
+  typedef uint32_t u __attribute__((vector_size(4 * W)));
+  typedef int32_t i __attribute__((vector_size(4 * W)));
+  typedef uint16_t h __attribute__((vector_size(2 * W)));
 };
 
 template <int W>
