@@ -34,12 +34,6 @@ SYNTHETIC_PROMPT = "user : <image> describe the image and what is in this pictur
 LLAVA_PROMPT = "USER: <image>\nDescribe this image in detail. ASSISTANT:"
 
 
-def percentiles(values):
-    values = sorted(values)
-    pick = lambda q: values[min(len(values) - 1, int(round(q * (len(values) - 1))))]  # noqa: E731
-    return statistics.median(values), pick(0.1), pick(0.9)
-
-
 def images(count, seed, size):
     from PIL import Image
 
@@ -50,6 +44,8 @@ def images(count, seed, size):
 def measure(llm, prompt, args, keep, image_size):
     """Rounds of args.requests concurrent requests; returns the row of one (engine, keep)."""
     import vllm
+
+    from idselect import benchmark
 
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True)
     rounds = []
@@ -72,8 +68,8 @@ def measure(llm, prompt, args, keep, image_size):
                        "prompt_tokens": len(outputs[0].prompt_token_ids)})
     row = {"keep": keep if keep is not None else "all", "prompt_tokens": rounds[0]["prompt_tokens"]}
     for key in ("requests_per_s", "tokens_per_s", "ttft_ms"):
-        median, p10, p90 = percentiles([x[key] for x in rounds])
-        row.update({key: median, key + "_p10": p10, key + "_p90": p90})
+        spread = benchmark.summarize([x[key] for x in rounds])  # median, p10, p90 as the other benchmarks
+        row.update({key: spread["median_ms"], key + "_p10": spread["p10_ms"], key + "_p90": spread["p90_ms"]})
     return row
 
 
