@@ -5,8 +5,8 @@ import torch
 
 from idselect import importance as imp
 from idselect import tiny
-from idselect.hooks.core import MEDIA_ATTR
-from idselect.hooks.llava import encoder_layers
+from idselect.hooks.integration import MEDIA_ATTR
+from idselect.hooks.family import encoder_layers
 
 
 def test_minmax():

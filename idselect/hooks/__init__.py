@@ -11,23 +11,13 @@ from torch import nn
 
 from ..options import parse_keep
 from . import compat, selfcheck
-from .core import HANDLE_ATTR, IMPORTANCE_CHOICES, SELECTION_CHOICES, FamilyAdapter, Options, PatchHandle
-from .internvl import InternVLAdapter
-from .llava import LlavaAdapter, LlavaNextAdapter, VideoLlavaAdapter
-from .llava_onevision import LlavaOnevisionAdapter
-from .qwen2_5_vl import Qwen25VLAdapter
-from .qwen3_vl import Qwen35Adapter, Qwen3VLAdapter
+from .engine import IMPORTANCE_CHOICES, SELECTION_CHOICES, Options
+from .family import Family
+from .handle import HANDLE_ATTR, PatchHandle
+from .integration import Hooks
+from .registry import REGISTRY, supported_model_types
 
-#: model_type -> adapter; a family registers itself here.
-REGISTRY: Dict[str, FamilyAdapter] = {
-    a.model_type: a
-    for a in (LlavaAdapter(), LlavaNextAdapter(), VideoLlavaAdapter(), LlavaOnevisionAdapter(), Qwen25VLAdapter(),
-              Qwen3VLAdapter(), Qwen35Adapter(), InternVLAdapter())
-}
-
-
-def supported_model_types():
-    return tuple(sorted(REGISTRY))
+__all__ = ["patch", "supported_model_types", "PatchHandle", "REGISTRY", "IMPORTANCE_CHOICES", "SELECTION_CHOICES"]
 
 
 def patch(
@@ -100,9 +90,9 @@ def patch(
             f"idselect.patch: model_type {model_type!r} ({type(model).__name__}) is not supported; "
             f"supported: {', '.join(supported_model_types())}"
         )
-    adapter = REGISTRY[model_type]
-    adapter.check(model)
-    base = adapter.base(model)
+    family = REGISTRY[model_type]
+    family.check(model)
+    base = family.base(model)
     if base is model:
         raise TypeError(
             f"idselect.patch: {type(model).__name__} is the base model; patch the "
@@ -117,17 +107,17 @@ def patch(
     options = Options(
         keep=_keep_option(keep),
         gamma=_real_option("gamma", gamma, low=0.0),
-        importance=_importance_option(importance, adapter, model),
+        importance=_importance_option(importance, family, model),
         alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
-        relevance_layer=_layer_option(relevance_layer, adapter.decoder_layers(adapter.language_model(model))),
+        relevance_layer=_layer_option(relevance_layer, family, family.language_model(model)),
         relevance_rope=_bool_option("relevance_rope", relevance_rope),
         selection=selection if callable(selection) else _choice_option("selection", selection, SELECTION_CHOICES),
     )
-    cache_arg = _cache_argument(model, adapter)
+    cache_arg = _cache_argument(model, family)
     selfcheck.ensure_verified(model_type)  # outside the verified transformers range: prove, or refuse
-    handle = PatchHandle(model, adapter, options, cache_arg)
+    handle = PatchHandle(model, family, options, cache_arg)
     try:
-        adapter.install(handle)
+        Hooks(handle).install()
     except Exception:
         handle.remove()
         raise
@@ -135,11 +125,11 @@ def patch(
     return handle
 
 
-def _cache_argument(model: nn.Module, adapter: FamilyAdapter) -> str:
+def _cache_argument(model: nn.Module, family: Family) -> str:
     """The name this transformers release gives the cache argument, read from the language
     model's forward and required of the model's other forwards the hooks wrap: a release that
     renames it to something else is refused here, not misread later."""
-    forwards = {"language model": adapter.language_model(model).forward, "base model": adapter.base(model).forward,
+    forwards = {"language model": family.language_model(model).forward, "base model": family.base(model).forward,
                 "model": model.forward}
     names = {where: compat.cache_argument(fn) for where, fn in forwards.items()}
     found = set(names.values())
@@ -172,10 +162,11 @@ def _bool_option(name: str, value) -> bool:
     return bool(value)
 
 
-def _layer_option(value, layers) -> int:
-    """The LLM layer for relevance: one with softmax attention (``self_attn``), which relevance
-    reads its W_Q / W_K from; None: the first one."""
-    with_attention = [i for i, layer in enumerate(layers) if hasattr(layer, "self_attn")]
+def _layer_option(value, family: Family, llm: nn.Module) -> int:
+    """The LLM layer for relevance: one with softmax attention, which relevance reads its
+    W_Q / W_K from; None: the first one."""
+    layers = family.decoder_layers(llm)
+    with_attention = family.attention_layers(llm)
     if value is None:
         if not with_attention:
             raise TypeError("idselect.patch: this LLM has no softmax-attention layer to score instruction relevance with")
@@ -197,9 +188,9 @@ def _choice_option(name: str, value, choices) -> str:
     return value
 
 
-def _importance_option(importance, adapter: FamilyAdapter, model: nn.Module) -> str:
+def _importance_option(importance, family: Family, model: nn.Module) -> str:
     _choice_option("importance", importance, IMPORTANCE_CHOICES)
-    saliency = adapter.has_saliency(model)
+    saliency = family.has_saliency(model)
     if importance == "auto":
         return "unified" if saliency else "relevance"
     if importance in ("saliency", "unified") and not saliency:

@@ -8,22 +8,22 @@ feature row; tiles whose placeholder tokens follow each other in a row form one 
 ``keep`` counts that image's tokens over all its tiles."""
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List, Optional
 
 import torch
+from torch import nn
 
-from .core import Media
-from .compat import bound_arguments
-from .llava import LlavaAdapter
+from .engine import Media
+from .llava import Llava
 
 
-class InternVLAdapter(LlavaAdapter):
+class InternVL(Llava):
     model_type = "internvl"
     merge_adjacent = ("image",)
 
-    def describe_images(self, base, original, output, attention, args, kwargs) -> List[Media]:
-        named = bound_arguments(original, args, kwargs)
-        _, strategy = self.feature_layer_and_strategy(base, named)
+    def describe(self, modality: str, base: nn.Module, named: Dict[str, Any], output: Any,
+                 attention: Optional[torch.Tensor]) -> List[Media]:
+        strategy = self.feature_strategy(base, named)
         features = output.pooler_output  # [tiles, tokens, H]
         tiles, tokens = features.shape[:2]
         if attention is None:

@@ -11,12 +11,14 @@ budget goes to image tokens. Newlines are found as what they are, copies of the 
 ``image_newline`` vector, so the layout rules above need not be restated here."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
+from torch import nn
 
-from .core import Media, PatchHandle
-from .llava import NO_CLS_TOWERS, LlavaAdapter, image_and_video_masks
+from .engine import Media
+from .family import NO_CLS_TOWERS
+from .llava import Llava
 
 
 def _medium(modality: str, features: torch.Tensor, newline: torch.Tensor) -> Media:
@@ -25,14 +27,18 @@ def _medium(modality: str, features: torch.Tensor, newline: torch.Tensor) -> Med
     return Media(modality, int(features.shape[0]), None, ~is_newline)
 
 
-class LlavaOnevisionAdapter(LlavaAdapter):
+class LlavaOnevision(Llava):
     model_type = "llava_onevision"
+    feature_functions = {"get_image_features": ("image", "vision_tower"),
+                         "get_video_features": ("video", "vision_tower")}
+    modalities = ("image", "video")
+    media_inputs = ("pixel_values", "pixel_values_videos")
     supported_towers = NO_CLS_TOWERS  # released checkpoints use SigLIP; no saliency is laid out for a [CLS] tower
 
-    def describe_images(self, base, original, output, attention, args, kwargs) -> List[Media]:
-        return [_medium("image", f, base.image_newline) for f in output.pooler_output]
-
-    def describe_videos(self, base, original, output, attention, args, kwargs) -> List[Media]:
+    def describe(self, modality: str, base: nn.Module, named: Dict[str, Any], output: Any,
+                 attention: Optional[torch.Tensor]) -> List[Media]:
+        if modality == "image":
+            return [_medium("image", f, base.image_newline) for f in output.pooler_output]
         media = []
         for features in output.pooler_output:  # [videos, tokens, H]
             medium = _medium("video", features, base.image_newline)
@@ -43,10 +49,3 @@ class LlavaOnevisionAdapter(LlavaAdapter):
                                torch.cat([medium.candidates, medium.candidates.new_zeros(1)]))
             media.append(medium)
         return media
-
-    def token_masks(self, base, original, args, kwargs) -> Dict[str, torch.Tensor]:
-        return image_and_video_masks(base, original, args, kwargs)
-
-    def install(self, handle: PatchHandle) -> None:
-        super().install(handle)
-        self.wrap_features(handle, self.base(handle.model), "get_video_features", self.tower_attr, self.describe_videos)

@@ -10,22 +10,17 @@ keeps, for every layer, only the rows of kept tokens: each kept token gets exact
 DeepStack features, and a dropped token's features go nowhere.
 
 Videos: the processor puts a timestamp between frames, so one video's placeholders come in
-several runs; a video is still one medium (joint selection over its frames).
-
-Qwen3.5 (``qwen3_5``) shares this visual path without DeepStack; its LLM is hybrid (Gated
-DeltaNet linear attention in three of every four layers). The pruned sequence is simply a
-shorter sequence for the linear layers too; instruction relevance uses the first
-softmax-attention layer (``relevance_layer`` defaults to it)."""
+several runs; a video is still one medium (joint selection over its frames)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
 import torch
 
-from .qwen2_5_vl import Qwen25VLAdapter
+from .qwen2_5_vl import Qwen25VL
 
 
-class Qwen3VLAdapter(Qwen25VLAdapter):
+class Qwen3VL(Qwen25VL):
     model_type = "qwen3_vl"
 
     def prune_language_inputs(self, kwargs: Dict[str, Any], new_kwargs: Dict[str, Any], keep: torch.Tensor,
@@ -39,7 +34,3 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
         deepstack = kwargs.get("deepstack_visual_embeds")
         if deepstack is not None:
             new_kwargs["deepstack_visual_embeds"] = [rows[kept_rows.to(rows.device)] for rows in deepstack]
-
-
-class Qwen35Adapter(Qwen3VLAdapter):
-    model_type = "qwen3_5"

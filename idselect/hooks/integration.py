@@ -1,0 +1,416 @@
+"""The transformers integration: the only part of the hooks that knows argument names, cache
+objects, mask formats and how they differ by release (``compat``, the table). It wraps a
+patched model's functions, reads each call's arguments once, and hands plain tensors to the
+engine (``engine``, ``scoring``, ``compaction``).
+
+How a patched model runs:
+
+1. The family's feature functions (``get_image_features`` ...) are wrapped: after the original
+   runs, the family's ``describe`` turns its output (and the captured input of the vision
+   layer whose [CLS] attention gives saliency) into a list of ``Media``, attached to the output
+   and to the current call.
+2. The base model's forward is wrapped to note which input positions hold which modality and
+   to collect the media of this call, and - on the first forward of a ``generate()`` call that
+   continues a pruned cache - to drop the tokens that cache already holds.
+3. The language model's forward is wrapped: on a call that carries media it places, plans,
+   scores and selects (``engine``), compacts the sequence (``compaction``) and runs the LLM on
+   the shorter one. Every later call on that cache gets its mask and positions translated.
+
+Where state lives (docs/hooks.md, "Generation patterns"):
+
+- what one forward call learns (its media): ``Call``, in a context variable for that call;
+- what a prefill learns (the cache's columns against the caller's sequence, its mask, the next
+  positions): ``CacheState``, on the cache object it filled;
+- what one ``generate()`` call needs across its steps: ``generation.Generation``, in a context
+  variable for that call;
+- options and the statistics of the last pruning: the ``PatchHandle``.
+"""
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from . import compat, engine, scoring
+from .compaction import CacheState, chunk_positions, compact
+from .family import cls_attention_of
+from .generation import STATE_ATTR, cache_state, current_generation, drop_cached_overlap, with_context, wrap_generate
+
+MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
+SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] saliency"
+#: Inputs that carry media in every family, besides its own ``media_inputs``: encodings made
+#: earlier by the model (transformers >= 5.22 passes them back in).
+COMMON_MEDIA_INPUTS = ("mm_encoder_outputs",)
+
+
+@dataclass
+class Call:
+    """One forward call of the patched model: set by the model-forward wrapper, read by the
+    feature and LLM wrappers further down the same call."""
+
+    handle: Any
+    modality_masks: Dict[str, torch.Tensor]  # modality -> [B, L] bool
+    media: Dict[str, List[engine.Media]] = field(default_factory=dict)
+
+
+_CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
+_LABELS: contextvars.ContextVar = contextvars.ContextVar("idselect_labels", default=None)  # handle of a call with labels=
+_FEATURES: contextvars.ContextVar = contextvars.ContextVar("idselect_features", default=None)  # handle whose feature function runs
+
+
+def placeholder_mask(base: nn.Module, token_id: int, input_ids, inputs_embeds) -> torch.Tensor:
+    """[B, L] bool, where ``token_id`` placeholders are (read from the ids, else the embeddings)."""
+    if input_ids is not None:
+        return input_ids == token_id
+    token = base.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+    return (inputs_embeds == token).all(-1)
+
+
+def renumbers_text_row(position_ids: Optional[torch.Tensor]) -> bool:
+    """Whether row 0 of a model's positions is renumbered contiguously when tokens are dropped:
+    1-D positions, and the text row that transformers puts before the three M-RoPE rows (4-row
+    position_ids, which only shape the mask)."""
+    return position_ids is None or position_ids.dim() == 2 or position_ids.shape[0] == 4
+
+
+class _StopForward(Exception):
+    pass
+
+
+def run_until_layer(llm_forward, layer: nn.Module, kwargs, cache_arg: str) -> torch.Tensor:
+    """Run the LLM on this call's sequence until ``layer``; return that layer's input. The
+    hook acts only in this thread: other threads running the same model pass through."""
+    captured = {}
+    owner = threading.get_ident()
+
+    def grab(module, args, kw):
+        if threading.get_ident() == owner:
+            captured["hidden"] = args[0] if args else kw["hidden_states"]
+            raise _StopForward
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        run_kwargs = {k: v for k, v in kwargs.items() if k not in (cache_arg, "use_cache")}
+        with torch.no_grad():
+            llm_forward(**run_kwargs, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured["hidden"]
+
+
+class Hooks:
+    """The wrappers one ``PatchHandle`` installs, and the prefill they run."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.family = handle.family
+        self.model = handle.model
+        self.base = self.family.base(handle.model)
+        self.cache_arg = handle.cache_arg
+        self.media_inputs = tuple(self.family.media_inputs) + COMMON_MEDIA_INPUTS
+
+    def install(self) -> None:
+        """Replace the family's feature functions, the base model's and the LLM's forward,
+        and the top model's forward and generate()."""
+        h = self.handle
+        for name, (modality, tower) in self.family.feature_functions.items():
+            h.replace(self.base, name, lambda orig, m=modality, t=tower: self.wrap_feature_fn(orig, m, t))
+        h.replace(self.base, "forward", self.wrap_model_forward)
+        h.replace(self.family.language_model(self.model), "forward", self.wrap_language_model)
+        if self.base is not self.model:
+            h.replace(self.model, "forward", self.wrap_top_forward)
+            if hasattr(self.model, "generate"):
+                h.replace(self.model, "generate", lambda orig: wrap_generate(h, self.media_inputs, orig))
+
+    def _current_call(self) -> Optional[Call]:
+        call = _CALL.get()
+        return call if call is not None and call.handle is self.handle else None
+
+    # -- wrappers -----------------------------------------------------------------------
+    def wrap_top_forward(self, original: Callable) -> Callable:
+        """Note a call with labels=, which pruning cannot serve (refused where it would prune)."""
+        def forward(*args, **kwargs):
+            if kwargs.get("labels") is None:
+                return original(*args, **kwargs)
+            return with_context(_LABELS, self.handle, original, args, kwargs)
+
+        return forward
+
+    def wrap_feature_fn(self, original: Callable, modality: str, tower_attr: Optional[str]) -> Callable:
+        """Run the feature function, capturing the input of the vision layer whose [CLS]
+        attention gives saliency (a forward pre-hook that only this thread's call fills:
+        nothing the model computes changes), and attach the media the family describes."""
+        def feature_fn(*args, **kwargs):
+            if _FEATURES.get() is self.handle:
+                # Called by another wrapped feature function (Qwen3-VL's video features call its
+                # image features): the outer call describes these media, as what they are.
+                return original(*args, **kwargs)
+            named = compat.bound_arguments(original, args, kwargs)
+            layer = self.family.saliency_layer(self.base, tower_attr, named)
+            captured: List[torch.Tensor] = []
+            owner = threading.get_ident()
+            hook = None
+            if layer is not None:
+                def capture(mod, a, kw):
+                    if threading.get_ident() == owner and not captured:
+                        captured.append(a[0] if a else kw["hidden_states"])
+                hook = layer.register_forward_pre_hook(capture, with_kwargs=True)
+            # Under torch.compile a compiled tower may skip a hook added after compilation:
+            # a tower whose input is captured runs eagerly.
+            run = original if hook is None else torch.compiler.disable(original, reason=SALIENCY_REASON)
+            try:
+                output = with_context(_FEATURES, self.handle, run, args, kwargs)
+            finally:
+                if hook is not None:
+                    hook.remove()
+            attention = cls_attention_of(layer, captured[0] if captured else None)
+            media = self.family.describe(modality, self.base, named, output, attention)
+            try:
+                setattr(output, MEDIA_ATTR, media)
+            except AttributeError:  # a plain tuple (return_dict=False): the call below still sees it
+                pass
+            call = self._current_call()
+            if call is not None and media:
+                call.media.setdefault(media[0].modality, []).extend(media)
+            return output
+
+        return feature_fn
+
+    def wrap_model_forward(self, original: Callable) -> Callable:
+        def forward(*args, **kwargs):
+            named = compat.bound_arguments(original, args, kwargs, self.cache_arg)
+            gen = current_generation(self.handle)
+            if gen is not None and gen.first_forward:
+                gen.first_forward = False
+                named = drop_cached_overlap(self.handle, gen, named)
+            if not any(named.get(k) is not None for k in self.media_inputs):
+                return original(**named)  # decode steps: no synchronisation
+            ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
+            masks = {m: placeholder_mask(self.base, getattr(self.base.config, f"{m}_token_id"), ids, embeds)
+                     for m in self.family.modalities}
+            if not any(bool(m.any()) for m in masks.values()):
+                return original(**named)
+            call = Call(self.handle, modality_masks=masks)
+            for modality, output in (named.get("mm_encoder_outputs") or {}).items():
+                media = getattr(output, MEDIA_ATTR, None) if output is not None else None
+                if media:
+                    call.media.setdefault(modality, []).extend(media)
+            return with_context(_CALL, call, original, (), named)
+
+        return forward
+
+    def wrap_language_model(self, original: Callable) -> Callable:
+        def forward(*args, **kwargs):
+            kwargs = compat.bound_arguments(original, args, kwargs, self.cache_arg)
+            call = self._current_call()
+            token = _CALL.set(None)  # consumed: a nested LLM call (relevance layers) sees none
+            try:
+                return self._language_model_call(original, call, kwargs)
+            finally:
+                _CALL.reset(token)
+
+        return forward
+
+    def _language_model_call(self, original, call: Optional[Call], kwargs):
+        """One call into the language model: a prefill with media, or a call that continues a
+        cache with a pruning state, or (neither) the model untouched."""
+        cache = kwargs.get(self.cache_arg)
+        state = cache_state(cache)
+        if state is not None:
+            held = int(cache.get_seq_length())
+            if held == 0:
+                cache.__dict__.pop(STATE_ATTR, None)
+                state = None  # the cache was reset: a new sequence
+            elif held != state.length:
+                raise RuntimeError(
+                    f"idselect: this cache holds {held} columns but its pruning state describes "
+                    f"{state.length}: it was changed outside the patched model (a call after "
+                    "handle.remove(), cache.crop(), assisted decoding); start a new cache"
+                )
+        if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
+            return self._prefill(original, call, kwargs, state)
+        if state is not None:
+            return self._run_compacted(original, kwargs, state, None)
+        return original(**kwargs)
+
+    # -- prefill: place, plan, score, select, compact -------------------------------------
+    def _prefill(self, original, call: Call, kwargs, state: Optional[CacheState]):
+        opts = self.handle.options
+        embeds = kwargs["inputs_embeds"]
+        B, L, _ = embeds.shape
+        placed = engine.plan(engine.place_media(call.modality_masks, call.media, self.family.merge_adjacent), opts)
+        before = sum(p.media.num_tokens for p in placed)
+        stats = {"visual_tokens_before": before, "visual_tokens_after": before,
+                 "sequence_length_before": L, "sequence_length_after": L,
+                 "importance_ms": 0.0, "select_ms": 0.0, "kept_indices": [], "zero_score_picks": []}
+        to_prune = [p for p in placed if p.pruned]
+        if to_prune and _LABELS.get() is self.handle:
+            raise ValueError(
+                "idselect: labels= (training or loss computation) is not supported on a patched "
+                "model: the logits cover the pruned sequence, not input_ids; call handle.remove() first"
+            )
+        if state is not None and state.position_rows:
+            raise NotImplementedError(
+                f"idselect: new images or videos in a call that continues a pruned cache are not supported "
+                f"for {self.family.model_type} (its M-RoPE positions of later media depend on the unpruned "
+                "conversation); start a new cache for a turn that brings new media"
+            )
+        if not to_prune:  # keep = everything: run the model untouched
+            self.handle.record(stats)
+            return self._run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
+        chunk_mask = self._chunk_mask(kwargs, state, L)
+        gen = current_generation(self.handle)
+        reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
+        timing, selection = None, None
+        if reuse and gen.no_cache_keep.shape[0] == B and gen.no_cache_keep.shape[1] <= L:
+            # use_cache=False: every step re-runs the whole sequence; the selection is the first
+            # step's (as with a cache), not one made again with the latest token as the query.
+            keep_columns = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
+            keep_columns[:, : gen.no_cache_keep.shape[1]] = gen.no_cache_keep
+        else:
+            timing = engine.Timing(embeds.device)
+            timing.mark()
+            if opts.importance in ("saliency", "unified") and not all(p.media.saliency is not None for p in to_prune):
+                raise ValueError(
+                    f"idselect: importance={opts.importance!r} needs visual saliency, which this model "
+                    f"({self.family.model_type}) did not provide for this input; use importance='relevance'"
+                )
+            relevance = None
+            if opts.importance in ("relevance", "unified"):
+                relevance = self._relevance_inputs(original, embeds, chunk_mask, kwargs, state)
+            scores = scoring.importance_scores(to_prune, opts.importance, opts.alpha, relevance, embeds.device)
+            timing.mark()
+            selection = engine.select(to_prune, scores, embeds, opts)
+            timing.mark()
+            keep_columns = selection.keep_columns
+            if gen is not None and not gen.use_cache:
+                gen.no_cache_keep = keep_columns
+        new_kwargs, compacted = self._compact(kwargs, state, keep_columns, chunk_mask)
+        if selection is not None:  # a step that reuses a selection leaves its statistics alone
+            # From shapes known on the host (no synchronisation): budgets may exceed candidates.
+            removed = sum(p.media.num_tokens - kept.numel() for p, kept in zip(to_prune, selection.kept))
+            stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width,
+                         kept_indices=selection.kept)
+            self.handle.record(stats, timing, selection.replay)
+        return self._run(original, new_kwargs, compacted.state)
+
+    def _relevance_inputs(self, llm_forward, embeds, chunk_mask, kwargs, state) -> scoring.RelevanceInputs:
+        """Hidden states entering LLM layer ``relevance_layer`` (and rotary for relevance_rope)."""
+        opts = self.handle.options
+        llm = self.family.language_model(self.model)
+        layers = self.family.decoder_layers(llm)
+        past = self._past_length(kwargs)
+        if opts.relevance_layer > 0 and past > 0:
+            raise NotImplementedError(
+                f"idselect: relevance_layer={opts.relevance_layer} needs the LLM's layers on the whole "
+                "conversation, but this call continues a cache; "
+                + ("use relevance_layer=0 or start a new cache" if 0 in self.family.attention_layers(llm)
+                   else "start a new cache")
+            )
+        hidden = embeds
+        if opts.relevance_layer > 0:
+            run = dict(kwargs, attention_mask=chunk_mask)
+            if "cache_position" in run:
+                run["cache_position"] = None
+            hidden = run_until_layer(llm_forward, layers[opts.relevance_layer], run, self.cache_arg)
+        rotary = None
+        if opts.relevance_rope:
+            positions = chunk_positions(kwargs.get("position_ids"), state, chunk_mask.bool(), past)
+            if positions.dim() == 3 and positions.shape[0] == 4:  # text row + M-RoPE rows
+                positions = positions[1:]
+            rotary = tuple(llm.rotary_emb(hidden, positions))
+        cfg = self.family.text_config(self.model)
+        heads = cfg.num_attention_heads
+        return scoring.RelevanceInputs(hidden, scoring.last_token_index(chunk_mask), layers[opts.relevance_layer],
+                                       heads, getattr(cfg, "num_key_value_heads", None) or heads, rotary)
+
+    # -- the call the LLM receives ----------------------------------------------------------
+    def _compact(self, kwargs, state: Optional[CacheState], keep_columns: Optional[torch.Tensor],
+                 chunk_mask: Optional[torch.Tensor] = None):
+        """The LLM's keyword arguments for this call's tokens, compacted and continuing
+        ``state``'s cache (``compaction.compact``), and the compaction itself."""
+        embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
+        sequence = embeds if embeds is not None else ids
+        B, q = sequence.shape[:2]
+        mask_known = chunk_mask is not None or self._mask_known(kwargs)
+        if chunk_mask is None:
+            chunk_mask = self._chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
+        past = self._past_length(kwargs) if state is None else state.length
+        caller_mask = kwargs.get("attention_mask")
+        caller_head = None
+        if state is None and past > 0 and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
+            caller_head = caller_mask[:, :past].long()
+        positions = kwargs.get("position_ids")
+        c = compact(chunk_mask, keep_columns, positions, state, past, caller_head, mask_known,
+                    renumber_text_row=renumbers_text_row(positions))
+        new_kwargs = dict(kwargs)
+        if c.keep is not None:
+            if embeds is not None:
+                new_kwargs["inputs_embeds"] = c.place(embeds)
+            else:
+                new_kwargs["input_ids"] = c.place(ids)
+            self.family.prune_language_inputs(kwargs, new_kwargs, c.keep, c.place)
+        new_kwargs["attention_mask"] = c.attention_mask
+        new_kwargs["position_ids"] = c.positions
+        if kwargs.get("cache_position") is not None:
+            new_kwargs["cache_position"] = torch.arange(c.past, c.past + c.width, device=sequence.device)
+        return new_kwargs, c
+
+    def _run_compacted(self, original, kwargs, state: Optional[CacheState], keep_columns):
+        new_kwargs, compacted = self._compact(kwargs, state, keep_columns)
+        return self._run(original, new_kwargs, compacted.state)
+
+    def _run(self, original, new_kwargs, new_state: CacheState):
+        """Run the LLM on the translated call; the cache it filled (passed in, or created by
+        the LLM itself) records the new state."""
+        output = original(**new_kwargs)
+        cache = new_kwargs.get(self.cache_arg)
+        if cache is None:
+            cache = compat.output_cache(output, self.cache_arg)
+        if cache is not None and new_kwargs.get("use_cache", True) is not False:
+            setattr(cache, STATE_ATTR, new_state)
+            if self.family.positions == "mrope" and new_state.position_rows:
+                # The model's cached M-RoPE delta: next position = pruned cache length + delta, per row.
+                self.base.rope_deltas = (new_state.next_positions[-1] - new_state.length)[:, None]
+        return output
+
+    def _past_length(self, kwargs) -> int:
+        cache = kwargs.get(self.cache_arg)
+        return int(cache.get_seq_length()) if cache is not None else 0
+
+    def _mask_known(self, kwargs) -> bool:
+        """Whether the caller said anything about padding (a mask to this call or to generate())."""
+        mask = kwargs.get("attention_mask")
+        gen = current_generation(self.handle)
+        return (isinstance(mask, torch.Tensor) and mask.dim() == 2) or (gen is not None and gen.attention_mask is not None)
+
+    def _chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
+        """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
+        embeds = kwargs["inputs_embeds"]
+        B = embeds.shape[0]
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            return mask[:, -q:]
+        gen = current_generation(self.handle)
+        given = gen.attention_mask if gen is not None else None
+        if given is not None and B % given.shape[0] == 0:
+            # generate() may hand the model prepared 4-D masks (static caches, beams): use the
+            # 2-D mask it was given, rows repeated as generate() repeats them.
+            full = given.repeat_interleave(B // given.shape[0], dim=0)
+            start = state.original_length if state is not None else self._past_length(kwargs)
+            tail = full[:, start : start + q].to(embeds.device)
+            if tail.shape[1] < q:
+                tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
+            return tail
+        if mask is None or isinstance(mask, dict):
+            return torch.ones(B, q, dtype=torch.long, device=embeds.device)
+        raise ValueError(
+            f"idselect: needs a 2-D attention_mask [batch, length] (or none) on a patched model, got "
+            f"a tensor of shape {list(mask.shape)}; pass the 2-D padding mask and let the model build the rest"
+        )
