@@ -91,7 +91,7 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
     device = chunk_mask.device
     real = chunk_mask.bool()
     past = state.length if state is not None else past_length
-    keep, place = None, None
+    keep, placer = None, None
     if keep_columns is None:
         width = q
         positions = chunk_positions(caller_positions, state, real, past)  # padding advances no position
@@ -116,6 +116,7 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
             out[src_r, dst_c] = values[keep]
             return out
 
+        placer = place
         new_rows = torch.stack([place(rows_of[r] - removed_before if r in renumber else rows_of[r])
                                 for r in range(rows_of.shape[0])])
         new_chunk_mask = place(torch.ones_like(keep, dtype=torch.long))
@@ -137,5 +138,5 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
         mask=full_mask.long() if full_mask is not None else None,
         next_positions=torch.maximum(previous, newest),
         position_rows=0 if positions.dim() == 2 else rows_of.shape[0])
-    return Compacted(keep=keep, place=place, width=width, positions=new_rows[0] if positions.dim() == 2 else new_rows,
+    return Compacted(keep=keep, place=placer, width=width, positions=new_rows[0] if positions.dim() == 2 else new_rows,
                      attention_mask=full_mask, past=past, state=new_state)

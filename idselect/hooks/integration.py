@@ -36,9 +36,10 @@ import torch
 from torch import nn
 
 from . import compat, engine, scoring
-from .compaction import CacheState, chunk_positions, compact
+from .compaction import CacheState, chunk_positions
 from .family import cls_attention_of
 from .generation import STATE_ATTR, cache_state, current_generation, drop_cached_overlap, with_context, wrap_generate
+from .llm_call import LanguageModelCalls
 
 MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
 SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] saliency"
@@ -68,13 +69,6 @@ def placeholder_mask(base: nn.Module, token_id: int, input_ids, inputs_embeds) -
         return input_ids == token_id
     token = base.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
     return (inputs_embeds == token).all(-1)
-
-
-def renumbers_text_row(position_ids: Optional[torch.Tensor]) -> bool:
-    """Whether row 0 of a model's positions is renumbered contiguously when tokens are dropped:
-    1-D positions, and the text row that transformers puts before the three M-RoPE rows (4-row
-    position_ids, which only shape the mask)."""
-    return position_ids is None or position_ids.dim() == 2 or position_ids.shape[0] == 4
 
 
 class _StopForward(Exception):
@@ -114,6 +108,7 @@ class Hooks:
         self.base = self.family.base(handle.model)
         self.cache_arg = handle.cache_arg
         self.media_inputs = tuple(self.family.media_inputs) + COMMON_MEDIA_INPUTS
+        self.calls = LanguageModelCalls(handle)
 
     def install(self) -> None:
         """Replace the family's feature functions, the base model's and the LLM's forward,
@@ -236,7 +231,7 @@ class Hooks:
         if call is not None and kwargs.get("inputs_embeds") is not None and call.media:
             return self._prefill(original, call, kwargs, state)
         if state is not None:
-            return self._run_compacted(original, kwargs, state, None)
+            return self.calls.run_compacted(original, kwargs, state, None)
         return original(**kwargs)
 
     # -- prefill: place, plan, score, select, compact -------------------------------------
@@ -263,8 +258,8 @@ class Hooks:
             )
         if not to_prune:  # keep = everything: run the model untouched
             self.handle.record(stats)
-            return self._run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
-        chunk_mask = self._chunk_mask(kwargs, state, L)
+            return self.calls.run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
+        chunk_mask = self.calls.chunk_mask(kwargs, state, L)
         gen = current_generation(self.handle)
         reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
         timing, selection = None, None
@@ -291,21 +286,21 @@ class Hooks:
             keep_columns = selection.keep_columns
             if gen is not None and not gen.use_cache:
                 gen.no_cache_keep = keep_columns
-        new_kwargs, compacted = self._compact(kwargs, state, keep_columns, chunk_mask)
+        new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask)
         if selection is not None:  # a step that reuses a selection leaves its statistics alone
             # From shapes known on the host (no synchronisation): budgets may exceed candidates.
             removed = sum(p.media.num_tokens - kept.numel() for p, kept in zip(to_prune, selection.kept))
             stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width,
                          kept_indices=selection.kept)
             self.handle.record(stats, timing, selection.replay)
-        return self._run(original, new_kwargs, compacted.state)
+        return self.calls.run(original, new_kwargs, compacted.state)
 
     def _relevance_inputs(self, llm_forward, embeds, chunk_mask, kwargs, state) -> scoring.RelevanceInputs:
         """Hidden states entering LLM layer ``relevance_layer`` (and rotary for relevance_rope)."""
         opts = self.handle.options
         llm = self.family.language_model(self.model)
         layers = self.family.decoder_layers(llm)
-        past = self._past_length(kwargs)
+        past = self.calls.past_length(kwargs)
         if opts.relevance_layer > 0 and past > 0:
             raise NotImplementedError(
                 f"idselect: relevance_layer={opts.relevance_layer} needs the LLM's layers on the whole "
@@ -329,88 +324,3 @@ class Hooks:
         heads = cfg.num_attention_heads
         return scoring.RelevanceInputs(hidden, scoring.last_token_index(chunk_mask), layers[opts.relevance_layer],
                                        heads, getattr(cfg, "num_key_value_heads", None) or heads, rotary)
-
-    # -- the call the LLM receives ----------------------------------------------------------
-    def _compact(self, kwargs, state: Optional[CacheState], keep_columns: Optional[torch.Tensor],
-                 chunk_mask: Optional[torch.Tensor] = None):
-        """The LLM's keyword arguments for this call's tokens, compacted and continuing
-        ``state``'s cache (``compaction.compact``), and the compaction itself."""
-        embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
-        sequence = embeds if embeds is not None else ids
-        B, q = sequence.shape[:2]
-        mask_known = chunk_mask is not None or self._mask_known(kwargs)
-        if chunk_mask is None:
-            chunk_mask = self._chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
-        past = self._past_length(kwargs) if state is None else state.length
-        caller_mask = kwargs.get("attention_mask")
-        caller_head = None
-        if state is None and past > 0 and isinstance(caller_mask, torch.Tensor) and caller_mask.dim() == 2:
-            caller_head = caller_mask[:, :past].long()
-        positions = kwargs.get("position_ids")
-        c = compact(chunk_mask, keep_columns, positions, state, past, caller_head, mask_known,
-                    renumber_text_row=renumbers_text_row(positions))
-        new_kwargs = dict(kwargs)
-        if c.keep is not None:
-            if embeds is not None:
-                new_kwargs["inputs_embeds"] = c.place(embeds)
-            else:
-                new_kwargs["input_ids"] = c.place(ids)
-            self.family.prune_language_inputs(kwargs, new_kwargs, c.keep, c.place)
-        new_kwargs["attention_mask"] = c.attention_mask
-        new_kwargs["position_ids"] = c.positions
-        if kwargs.get("cache_position") is not None:
-            new_kwargs["cache_position"] = torch.arange(c.past, c.past + c.width, device=sequence.device)
-        return new_kwargs, c
-
-    def _run_compacted(self, original, kwargs, state: Optional[CacheState], keep_columns):
-        new_kwargs, compacted = self._compact(kwargs, state, keep_columns)
-        return self._run(original, new_kwargs, compacted.state)
-
-    def _run(self, original, new_kwargs, new_state: CacheState):
-        """Run the LLM on the translated call; the cache it filled (passed in, or created by
-        the LLM itself) records the new state."""
-        output = original(**new_kwargs)
-        cache = new_kwargs.get(self.cache_arg)
-        if cache is None:
-            cache = compat.output_cache(output, self.cache_arg)
-        if cache is not None and new_kwargs.get("use_cache", True) is not False:
-            setattr(cache, STATE_ATTR, new_state)
-            if self.family.positions == "mrope" and new_state.position_rows:
-                # The model's cached M-RoPE delta: next position = pruned cache length + delta, per row.
-                self.base.rope_deltas = (new_state.next_positions[-1] - new_state.length)[:, None]
-        return output
-
-    def _past_length(self, kwargs) -> int:
-        cache = kwargs.get(self.cache_arg)
-        return int(cache.get_seq_length()) if cache is not None else 0
-
-    def _mask_known(self, kwargs) -> bool:
-        """Whether the caller said anything about padding (a mask to this call or to generate())."""
-        mask = kwargs.get("attention_mask")
-        gen = current_generation(self.handle)
-        return (isinstance(mask, torch.Tensor) and mask.dim() == 2) or (gen is not None and gen.attention_mask is not None)
-
-    def _chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
-        """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
-        embeds = kwargs["inputs_embeds"]
-        B = embeds.shape[0]
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            return mask[:, -q:]
-        gen = current_generation(self.handle)
-        given = gen.attention_mask if gen is not None else None
-        if given is not None and B % given.shape[0] == 0:
-            # generate() may hand the model prepared 4-D masks (static caches, beams): use the
-            # 2-D mask it was given, rows repeated as generate() repeats them.
-            full = given.repeat_interleave(B // given.shape[0], dim=0)
-            start = state.original_length if state is not None else self._past_length(kwargs)
-            tail = full[:, start : start + q].to(embeds.device)
-            if tail.shape[1] < q:
-                tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
-            return tail
-        if mask is None or isinstance(mask, dict):
-            return torch.ones(B, q, dtype=torch.long, device=embeds.device)
-        raise ValueError(
-            f"idselect: needs a 2-D attention_mask [batch, length] (or none) on a patched model, got "
-            f"a tensor of shape {list(mask.shape)}; pass the 2-D padding mask and let the model build the rest"
-        )
