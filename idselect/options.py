@@ -1,8 +1,10 @@
-"""The one reading of ``keep``, shared by every interface that takes it: ``idselect.patch``,
-the command-line tools' ``--keep`` and lmms-eval's ``keep=`` model_arg. Each names itself in
-the messages; the rule and the wording of what is wrong are the same everywhere."""
+"""The one reading of ``keep`` and of ``gamma``, shared by every interface that takes them:
+``idselect.patch``, the command-line tools' ``--keep``, lmms-eval's model_args and vLLM's
+options. Each names itself in the messages; the rule and the wording of what is wrong are the
+same everywhere."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Union
 
@@ -53,4 +55,37 @@ def parse_keep(value: Any, where: str, text: bool = False) -> Union[int, float]:
         return int(number)
     if not 0.0 < number <= 1.0:  # NaN fails too
         raise ValueError(f"{where}: a fractional keep must be in (0, 1], got {shown}")
+    return float(number)
+
+
+def parse_gamma(value: Any, where: str, text: bool = False) -> float:
+    """``gamma``, the suppression sharpness of the selection (the paper's 20): a finite
+    number >= 0.
+
+    Parameters
+    ----------
+    value : int, float, 0-d tensor, or (with ``text``) str
+    where : str
+        The interface, first in every message.
+
+    Raises
+    ------
+    TypeError
+        Not a number (a bool, text where none is read, a tensor of several values).
+    ValueError
+        Negative, infinite, NaN, or text that is not a number.
+    """
+    shown = f"gamma={value!r}"
+    number = value
+    if text and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{where}: gamma must be a finite number >= 0, got {shown}") from None
+    if isinstance(number, torch.Tensor) and number.dim() == 0 and number.dtype != torch.bool:
+        number = number.item()
+    if isinstance(number, (bool, np.bool_)) or not isinstance(number, numbers.Real):
+        raise TypeError(f"{where}: gamma must be a real number, got {shown} (a {type(value).__name__})")
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{where}: gamma must be a finite number >= 0, got {shown}")
     return float(number)

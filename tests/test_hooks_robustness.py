@@ -16,10 +16,10 @@ NEW = 4
 
 
 @pytest.mark.parametrize("options,error,message", [
-    ({"gamma": "20"}, TypeError, r"gamma must be a real number, got str '20'"),
+    ({"gamma": "20"}, TypeError, r"gamma must be a real number, got gamma=.20. \(a str\)"),
     ({"alpha": "0.5"}, TypeError, r"alpha must be a real number, got str '0.5'"),
-    ({"gamma": float("inf")}, ValueError, r"gamma must be finite and >= 0, got gamma=inf"),
-    ({"gamma": float("nan")}, ValueError, r"gamma must be finite and >= 0, got gamma=nan"),
+    ({"gamma": float("inf")}, ValueError, r"idselect.patch: gamma must be a finite number >= 0, got gamma=inf"),
+    ({"gamma": float("nan")}, ValueError, r"idselect.patch: gamma must be a finite number >= 0, got gamma=nan"),
     ({"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\], got alpha=1.5"),
     ({"relevance_rope": "no"}, TypeError, r"relevance_rope must be True or False, got str 'no'"),
     ({"relevance_layer": 1.0}, TypeError, r"relevance_layer must be an int, got float 1.0"),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..options import parse_keep
+from ..options import parse_gamma, parse_keep
 from . import compat, selfcheck
 from .engine import IMPORTANCE_CHOICES, SELECTION_CHOICES, Options
 from .family import Family
@@ -106,7 +106,7 @@ def patch(
         )
     options = Options(
         keep=_keep_option(keep),
-        gamma=_real_option("gamma", gamma, low=0.0),
+        gamma=parse_gamma(gamma, "idselect.patch"),
         importance=_importance_option(importance, family, model),
         alpha=_real_option("alpha", alpha, low=0.0, high=1.0),
         relevance_layer=_layer_option(relevance_layer, family, family.language_model(model)),

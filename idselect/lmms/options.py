@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Union
 
 from ..hooks import IMPORTANCE_CHOICES, SELECTION_CHOICES, patch
+from ..options import parse_gamma
 from ..options import parse_keep as parse_keep_value
 
 #: idselect's model_args, with their defaults (those of ``idselect.patch``); ``keep`` is required.
@@ -47,6 +48,13 @@ def parse_keep(value: Any) -> Optional[Union[int, float]]:
         return None
     try:
         return parse_keep_value(value, _PREFIX, text=True)
+    except TypeError as error:  # model_args errors are ValueErrors, whatever the kind
+        raise ValueError(str(error)) from None
+
+
+def _parse_gamma(value: Any) -> float:
+    try:
+        return parse_gamma(value, _PREFIX, text=True)
     except TypeError as error:  # model_args errors are ValueErrors, whatever the kind
         raise ValueError(str(error)) from None
 
@@ -126,7 +134,7 @@ def parse_options(keep: Any = None, gamma: Any = 20.0, importance: Any = "auto",
         raise _fail("selection", selection, f"one of {', '.join(SELECTION_CHOICES)}")
     return PluginOptions(
         keep=parse_keep(keep),
-        gamma=_parse_float("gamma", gamma, 0.0, math.inf),
+        gamma=_parse_gamma(gamma),
         importance=importance,
         alpha=_parse_float("alpha", alpha, 0.0, 1.0),
         relevance_layer=None if relevance_layer is None else _parse_int("relevance_layer", relevance_layer),

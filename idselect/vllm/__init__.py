@@ -18,12 +18,13 @@ options are checked) in a process without vLLM.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import re
 import warnings
 from typing import Any, Dict, Mapping, Optional
+
+from ..options import parse_gamma
 
 #: vLLM releases whose LLaVA code the integration was read against and tested on (greedy
 #: tokens equal to the hooks', tests/test_vllm.py). Others are refused (VERSION_ENV overrides).
@@ -103,12 +104,8 @@ def check_keep(keep: Any, where: str) -> int:
 
 
 def check_gamma(gamma: Any, where: str) -> float:
-    """``gamma``: the suppression sharpness, a finite float >= 0."""
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma):
-        raise TypeError(f"idselect: {where} must be a finite number >= 0, got {gamma!r}")
-    if gamma < 0:
-        raise ValueError(f"idselect: {where} must be >= 0, got {gamma}")
-    return float(gamma)
+    """``gamma``: the suppression sharpness, a finite number >= 0 (``idselect.options.parse_gamma``)."""
+    return parse_gamma(gamma, f"idselect ({where})")
 
 
 def check_importance(importance: Any, where: str) -> str:
