@@ -35,9 +35,9 @@ import torch
 
 import idselect
 from idselect import device_path, reference
-from idselect.benchmark import device_name, git_commit
-from idselect.cli_args import positive_int
-from idselect.flops import PRESETS, prefill_flops
+from idselect.tools.benchmark import device_name, git_commit
+from idselect.tools.cli_args import positive_int
+from idselect.tools.flops import PRESETS, prefill_flops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,7 +68,7 @@ class Spec:
     image_inputs: dict  # inputs of one image (no input_ids), repeated per batch row
     visual_tokens: int  # LLM placeholder tokens per image
     image_token: int
-    flops_shape: object  # idselect.flops.ModelShape at the real widths, for the time plan
+    flops_shape: object  # idselect.tools.flops.ModelShape at the real widths, for the time plan
 
 
 def _layers(real, depth):
@@ -113,7 +113,7 @@ def qwen_configs(size, depth=None):
 
 def qwen3_configs(size, depth=None):
     """Qwen3-VL-8B-Instruct. Real widths: its config.json as public code transcribes it (the Hub
-    file itself was not read here; see also the qwen3-vl-8b preset in idselect/flops.py): vision
+    file itself was not read here; see also the qwen3-vl-8b preset in idselect/tools/flops.py): vision
     depth 27, hidden 1152, intermediate 4304, 16 heads, 16 px patches, 2 x 2 merger to 4096, a
     learned 48 x 48 position grid (num_position_embeddings 2304), DeepStack after vision blocks 8,
     16, 24; text 36 layers, hidden 4096, intermediate 12288, 32 heads, 8 kv heads, head_dim 128,

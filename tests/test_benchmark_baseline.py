@@ -1,10 +1,10 @@
-"""The benchmark's eager-loop baseline (idselect.benchmark.eager_loop) applies the selection
+"""The benchmark's eager-loop baseline (idselect.tools.benchmark.eager_loop) applies the selection
 rule as the reference does, NaN rule included, so that its timings compare like with like."""
 import math
 
 import torch
 
-from idselect.benchmark import eager_loop
+from idselect.tools.benchmark import eager_loop
 from selection_checks import assert_matches_reference
 from test_select import clustered_features
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from idselect import importance as imp
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.hooks.core import MEDIA_ATTR
 from idselect.hooks.llava import encoder_layers
 

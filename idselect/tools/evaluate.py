@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from . import patch
+from .. import patch
 from .cli_args import keep_value, positive_int
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import patch
+from .. import patch
 from .cli_args import keep_value, positive_int
 
 

@@ -18,8 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 
-from . import device_path, reference
-from .api import select  # noqa: F401  (loads the op)
+from .. import device_path, reference
+from ..api import select  # noqa: F401  (loads the op)
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ _LEVEL_OF = {"x86-64-v4": "v4", "x86-64-v3": "v3", "baseline": "baseline"}
 def cpu_isa() -> Optional[str]:
     """The x86-64 level the CPU kernel runs at by default (None without the compiled kernel)."""
     try:
-        from . import _C
+        from .. import _C
     except ImportError:
         return None
     with env_setting("IDSELECT_CPU_ISA", "auto"):
@@ -161,7 +161,7 @@ def gemm_times_in_child(case: "Case", isa_cap: str, repeats: int, warmup: int = 
 
     script = (
         "import json, sys, time, torch\n"
-        "from idselect.benchmark import Case, make_inputs\n"
+        "from idselect.tools.benchmark import Case, make_inputs\n"
         "case = Case(**json.loads(sys.argv[1]))\n"
         "feats, _ = make_inputs(case, 'cpu')\n"
         "f = feats.float()\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Union
 
-from .options import parse_keep
+from ..options import parse_keep
 
 
 def keep_value(text: str) -> Union[int, float]:
