@@ -14,7 +14,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import torch
 
@@ -91,17 +91,36 @@ def eager_loop(features: torch.Tensor, scores: torch.Tensor, k: int, gamma: floa
 
 
 @contextmanager
-def env_setting(name: str, value: Optional[str]):
-    old = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
+def scoped_env(settings: Mapping[str, Optional[str]]) -> Iterator[None]:
+    """Set environment variables for the ``with`` block only, then put back exactly what was
+    there (a variable that was unset is unset again), also when the block raises.
+
+    The compiled op reads its path and ISA switches (``KERNEL_PATH_ENV``, ``CPU_ISA_ENV``,
+    ``IDSELECT_CPU_LOOKAHEAD``) from the environment on every call, so timing a forced path
+    has to set them in this process; nothing may outlive the timing.
+
+    Parameters
+    ----------
+    settings : Mapping[str, Optional[str]]
+        Variable -> value; ``None`` leaves that variable as it is.
+    """
+    saved = {name: os.environ.get(name) for name in settings}
     try:
+        for name, value in settings.items():
+            if value is not None:
+                os.environ[name] = value
         yield
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def env_setting(name: str, value: Optional[str]):
+    """``scoped_env`` for one variable (``None``: leave it as it is)."""
+    return scoped_env({name: value})
 
 
 def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dict[str, Callable[[], object]]:
@@ -143,7 +162,7 @@ def cpu_isa() -> Optional[str]:
         from .. import _C
     except ImportError:
         return None
-    with env_setting("IDSELECT_CPU_ISA", "auto"):
+    with scoped_env({"IDSELECT_CPU_ISA": "auto"}):
         return _C.cpu_isa()
 
 
@@ -248,9 +267,9 @@ def run(
                 bar.update(1)
             continue
         fn = backend_fns(feats, scores, case)[backend]
-        with env_setting("IDSELECT_CPU_LOOKAHEAD", None if lookahead is None else str(lookahead)), \
-                env_setting("IDSELECT_CUDA_PATH", KERNEL_PATH_ENV.get(backend)), \
-                env_setting("IDSELECT_CPU_ISA", CPU_ISA_ENV.get(backend)):
+        with scoped_env({"IDSELECT_CPU_LOOKAHEAD": None if lookahead is None else str(lookahead),
+                         "IDSELECT_CUDA_PATH": KERNEL_PATH_ENV.get(backend),
+                         "IDSELECT_CPU_ISA": CPU_ISA_ENV.get(backend)}):
             stats = summarize(time_ms(fn, repeats, device))
         name = backend if lookahead is None else f"native_lookahead{lookahead}"
         rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
