@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional
 
+from . import shapes
 from .cli_args import non_negative_int, positive_int
 
 
@@ -59,61 +60,49 @@ class ModelShape:
     deepstack_mergers: int = 0
 
 
-def _clip_l336() -> Tower:
-    return Tower(layers=24, hidden=1024, intermediate=4096, heads=16, kv_heads=16, gated_mlp=False)
+#: Vocabulary of the LM head as counted, where it is not the registry's (the checkpoint table):
+#: the LLaVA presets have always counted the original LLaVA checkpoints' 32000 logits (llava-hf
+#: pads the table to 32064: 0.5 MFLOPs more, under a millionth of a prefill).
+_COUNTED_VOCAB = {"llava-1.5-7b": 32000, "llava-next-7b": 32000}
 
 
-def _llama7b() -> Tower:
-    return Tower(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, gated_mlp=True)
+def shape_of(model: shapes.Model) -> ModelShape:
+    """The FLOPs view of a registry model (``idselect.tools.shapes``).
+
+    Parameters
+    ----------
+    model : shapes.Model
+        A checkpoint at one image size, e.g. ``shapes.MODELS["llava-1.5-7b"]``.
+
+    Returns
+    -------
+    ModelShape
+        Its towers, token counts and projector cost, as ``prefill_flops`` counts them.
+    """
+    v, t = model.vision, model.llm
+    widths = model.projector_widths
+    windowed = v.window is not None
+    return ModelShape(
+        model.name,
+        Tower(v.layers, v.hidden, v.intermediate, v.heads, v.heads, v.gated_mlp),
+        model.vision_tokens,
+        model.vision_passes,
+        2 * sum(a * b for a, b in zip(widths, widths[1:])),  # a 2-layer MLP, per token
+        Tower(t.layers, t.hidden, t.intermediate, t.heads, t.kv_heads, gated_mlp=True),  # SwiGLU in every LLM here
+        _COUNTED_VOCAB.get(model.name, t.vocab),
+        model.visual_tokens,
+        vision_window=(v.window // v.patch) ** 2 if windowed else None,  # pixels -> patches
+        vision_full_layers=len(v.full_attention_blocks) if windowed else 0,
+        # OneVision projects every pass's patches (newlines are a learned vector).
+        projector_tokens=model.vision_passes * model.vision_tokens if model.wrapper == "llava_onevision" else None,
+        deepstack_mergers=len(v.deepstack_blocks),
+    )
 
 
-PRESETS: Dict[str, ModelShape] = {
-    # CLIP ViT-L/14 at 336 px: 24 x 24 patches + [CLS]; 2-layer MLP projector 1024 -> 4096 -> 4096.
-    "llava-1.5-7b": ModelShape("llava-1.5-7b", _clip_l336(), 577, 1, 2 * (1024 * 4096 + 4096 * 4096),
-                               _llama7b(), 32000, 576),
-    # anyres at 672 x 672: base + 4 crops of 576 tokens; unpadded grid 48 x 48 + 48 newlines.
-    "llava-next-7b": ModelShape("llava-next-7b", _clip_l336(), 577, 5, 2 * (1024 * 4096 + 4096 * 4096),
-                                _llama7b(), 32000, 576 + 48 * 48 + 48),
-    # Qwen2.5-VL-7B at 448 x 448: 32 x 32 patches of 14 px, 2 x 2 merger -> 256 tokens; window
-    # attention over 112 px (64 patches) except 4 full-attention layers; merger MLP 5120 -> 5120 -> 3584.
-    "qwen2.5-vl-7b": ModelShape("qwen2.5-vl-7b", Tower(32, 1280, 3420, 16, 16, True), 1024, 1,
-                                2 * 4 * (5120 * 5120 + 5120 * 3584) / 4,
-                                Tower(28, 3584, 18944, 28, 4, True), 152064, 256, vision_window=64,
-                                vision_full_layers=4),
-    # Qwen3-VL-8B-Instruct at 512 x 512 (a round 256 tokens, as qwen2.5-vl-7b above; a multiple of
-    # 32 px inside the processor's pixel bounds, so not resized): 32 x 32 patches of 16 px, full
-    # attention in every vision block (no windows), 2 x 2 merger -> 16 x 16 = 256 tokens. Merger
-    # MLP 4 * 1152 = 4608 -> 4608 -> 4096; the 3 DeepStack mergers (after vision blocks 8, 16 and
-    # 24, 0-based) have the same shape and also run on all 256 tokens; the LLM adds their outputs
-    # to its first 3 layers' hidden states (additions not counted). Numbers: the checkpoint's config.json
-    # (vision_config: depth 27, hidden_size 1152, intermediate_size 4304, num_heads 16, patch_size
-    # 16, spatial_merge_size 2, out_hidden_size 4096, deepstack_visual_indexes [8, 16, 24];
-    # text_config: 36 layers, hidden 4096, intermediate 12288, 32 heads, 8 kv heads, head_dim 128,
-    # vocab 151936) as public code transcribes it (the Hub file itself was not read; these shapes
-    # give the published 8.767B parameters, 576.4M of them in vision); layer structure from
-    # transformers' models/qwen3_vl (plain GELU MLP in vision blocks, SwiGLU in the LLM).
-    "qwen3-vl-8b": ModelShape("qwen3-vl-8b",
-                              Tower(layers=27, hidden=1152, intermediate=4304, heads=16, kv_heads=16, gated_mlp=False),
-                              (512 // 16) ** 2, 1, 2 * (4608 * 4608 + 4608 * 4096),
-                              Tower(layers=36, hidden=4096, intermediate=12288, heads=32, kv_heads=8, gated_mlp=True),
-                              151936, (512 // 32) ** 2, deepstack_mergers=3),
-    # LLaVA-OneVision-7B (llava-hf) at 768 x 768, anyres_max_9: best grid pinpoint 768 x 768, so
-    # 5 SigLIP passes of 384 px (base + 2 x 2 crops), 27 x 27 = 729 patches each, no [CLS]. The LLM
-    # gets the base 729 + the crop grid 54 x 54 (square image: nothing unpadded; sqrt(54 * 54 /
-    # (9 * 729)) = 0.67 <= 1.1, so no anyres_max_9 downscaling) + 54 newlines, one per grid row =
-    # 3,699 tokens (what transformers' processor and model give). The projector (1152 -> 3584 ->
-    # 3584) runs on the 5 x 729 patches. SigLIP so400m with its last layer dropped: 26 layers,
-    # hidden 1152, intermediate 4304, 16 heads (transformers' convert_llava_onevision_weights_to_hf.py;
-    # LLaVA-NeXT's siglip_encoder.py drops layers[-1:]). LLM: Qwen2-7B-Instruct's config.json; vocab
-    # 152064 + 2 added tokens padded to a multiple of 64 = 152128 by the same conversion script.
-    "llava-onevision-7b": ModelShape("llava-onevision-7b",
-                                     Tower(layers=26, hidden=1152, intermediate=4304, heads=16, kv_heads=16,
-                                           gated_mlp=False),
-                                     (384 // 14) ** 2, 5, 2 * (1152 * 3584 + 3584 * 3584),
-                                     Tower(layers=28, hidden=3584, intermediate=18944, heads=28, kv_heads=4,
-                                           gated_mlp=True),
-                                     152128, 729 + 54 * 54 + 54, projector_tokens=5 * 729),
-}
+#: The presets of ``python -m idselect flops``; where each number comes from is written next to
+#: the model in idselect/tools/shapes.py.
+PRESETS: Dict[str, ModelShape] = {name: shape_of(shapes.MODELS[name]) for name in
+                                  ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen3-vl-8b", "llava-onevision-7b")}
 
 
 def prefill_flops(shape: ModelShape, text_tokens: int, keep: Optional[int] = None, images: int = 1) -> Dict[str, float]:
