@@ -18,13 +18,20 @@ import torch
 
 from .. import patch
 from .cli_args import keep_value, positive_int
+from .shapes import LLAVA_1_5_7B
+
+#: LLaVA-1.5's image geometry (idselect.tools.shapes): 336 px, 14 px patches -> 576 visual tokens.
+IMAGE_SIZE = LLAVA_1_5_7B.vision.image_size
+VISUAL_TOKENS = LLAVA_1_5_7B.visual_tokens
 
 
 def demo_model(seed: int = 0):
+    """LLaVA-1.5's layout and image geometry (CLIP with [CLS], feature layer -2, 'default'
+    strategy: 576 visual tokens) at small widths, random weights from ``seed``."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                              image_size=336, patch_size=14, projection_dim=128)
+                              image_size=IMAGE_SIZE, patch_size=LLAVA_1_5_7B.vision.patch, projection_dim=128)
     text = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
                        num_key_value_heads=8, vocab_size=1000, max_position_embeddings=2048, pad_token_id=0)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=999, vision_feature_layer=-2,
@@ -35,7 +42,7 @@ def demo_model(seed: int = 0):
     return model
 
 
-def synthetic_image(size: int = 336) -> np.ndarray:
+def synthetic_image(size: int = IMAGE_SIZE) -> np.ndarray:
     """A picture with structure (sky, ground, two discs) so the overlay is readable."""
     y, x = np.mgrid[0:size, 0:size] / size
     img = np.stack([0.3 + 0.4 * y, 0.5 + 0.3 * y, 0.9 - 0.5 * y], axis=-1)
@@ -50,7 +57,7 @@ def tiny_inputs(model, image: np.ndarray, question_tokens: int = 32):
     pixels = torch.tensor(((image / 255.0 - mean) / std).transpose(2, 0, 1), dtype=torch.float32)[None]
     g = torch.Generator().manual_seed(0)
     text = torch.randint(1, 990, (question_tokens + 4,), generator=g).tolist()
-    ids = text[:4] + [model.config.image_token_id] * 576 + text[4:]
+    ids = text[:4] + [model.config.image_token_id] * VISUAL_TOKENS + text[4:]
     return {"input_ids": torch.tensor([ids]), "pixel_values": pixels}
 
 
@@ -65,7 +72,7 @@ def real_inputs(model_path: str, image_path: str, question: str, device: str, dt
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     inputs = processor(images=image, text=prompt, return_tensors="pt").to(device)
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    return model, processor, inputs, np.asarray(image.resize((336, 336)))
+    return model, processor, inputs, np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE)))
 
 
 def prefill_ms(model, inputs, repeats: int) -> list:
