@@ -80,8 +80,10 @@ _SMALL_LLM = dict(layers=4, hidden=256, intermediate=688, heads=8)
 SMALL = {  # wrapper -> (vision, LLM) replacements
     "llava": (dict(_SMALL_VISION, extra={"projection_dim": 64}), dict(_SMALL_LLM, kv_heads=8)),
     "llava_next": (dict(_SMALL_VISION, extra={"projection_dim": 64}), dict(_SMALL_LLM, kv_heads=8)),
-    "qwen2_5_vl": (dict(_SMALL_VISION, full_attention_blocks=(1,)), dict(_SMALL_LLM, kv_heads=2, mrope_section=(4, 6, 6))),
-    "qwen3_vl": (_SMALL_VISION, dict(_SMALL_LLM, kv_heads=2, head_dim=32, max_positions=32768, mrope_section=(6, 5, 5))),
+    "qwen2_5_vl": (dict(_SMALL_VISION, full_attention_blocks=(1,)),
+                   dict(_SMALL_LLM, kv_heads=2, mrope_section=(4, 6, 6))),
+    "qwen3_vl": (_SMALL_VISION,
+                 dict(_SMALL_LLM, kv_heads=2, head_dim=32, max_positions=32768, mrope_section=(6, 5, 5))),
     "llava_onevision": (_SMALL_VISION, dict(_SMALL_LLM, kv_heads=2)),
 }
 

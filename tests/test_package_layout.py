@@ -43,7 +43,8 @@ def test_old_module_names_warn_and_are_the_new_modules(old, monkeypatch):
 
 def test_nothing_imports_the_old_names():
     # Import statements only (at a line's start), not prose that names the old paths.
-    pattern = re.compile(r"^\s*(from idselect import [^\n]*\b|import idselect\.|from idselect\.|from \.\. import [^\n]*\b)"
+    pattern = re.compile(r"^\s*(from idselect import [^\n]*\b|import idselect\.|from idselect\."
+                         r"|from \.\. import [^\n]*\b)"
                          rf"({'|'.join(MOVED)})\b", re.MULTILINE)
     offenders = []
     for top in ("idselect", "tests", "bench"):

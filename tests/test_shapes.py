@@ -21,7 +21,8 @@ def test_llava_1_5_config_and_flops():
     assert (v.image_size // v.patch_size) ** 2 == model.visual_tokens == 576 and model.vision_tokens == 577
     assert cfg.image_token_index == 32000 and t.vocab_size == 32064
     # The numbers the preset gave before the registry existed (32 text tokens).
-    full, kept = flops.prefill_flops(flops.PRESETS["llava-1.5-7b"], 32), flops.prefill_flops(flops.PRESETS["llava-1.5-7b"], 32, 64)
+    preset = flops.PRESETS["llava-1.5-7b"]
+    full, kept = flops.prefill_flops(preset, 32), flops.prefill_flops(preset, 32, 64)
     assert (full["vision"], full["projector"], full["llm"], full["total"]) == (
         381224583168.0, 24159191040, 8068895080448.0, 8474278854656.0)
     assert (kept["llm"], kept["selection"], kept["total"]) == (1248487014400.0, 38956695552, 1692827484160.0)

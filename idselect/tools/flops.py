@@ -101,8 +101,10 @@ def shape_of(model: shapes.Model) -> ModelShape:
 
 #: The presets of ``python -m idselect flops``; where each number comes from is written next to
 #: the model in idselect/tools/shapes.py.
-PRESETS: Dict[str, ModelShape] = {name: shape_of(shapes.MODELS[name]) for name in
-                                  ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen3-vl-8b", "llava-onevision-7b")}
+PRESETS: Dict[str, ModelShape] = {
+    name: shape_of(shapes.MODELS[name])
+    for name in ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen3-vl-8b", "llava-onevision-7b")
+}
 
 
 def prefill_flops(shape: ModelShape, text_tokens: int, keep: Optional[int] = None, images: int = 1) -> Dict[str, float]:
