@@ -17,7 +17,7 @@ import time
 import torch
 
 import idselect  # noqa: F401  (loads the op)
-from idselect import benchmark
+from idselect.tools import benchmark
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

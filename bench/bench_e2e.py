@@ -16,7 +16,9 @@ On CUDA the id rows use the compiled kernel (the default; the ``backend`` column
 
 Models: llava-1.5-7b (336 px, 576 tokens), llava-next-7b (anyres 672 x 672, 2928), qwen2.5-vl-7b
 (448 x 448, 256), qwen2.5-vl-7b-large (1904 x 1904: 136 x 136 patches, 4624 tokens), qwen3-vl-8b
-(512 x 512, 256, DeepStack) and llava-onevision-7b (anyres_max_9 at 768 x 768, 3699 with newlines).
+(512 x 512, 256, DeepStack) and llava-onevision-7b (anyres_max_9 at 768 x 768, 3699 with newlines). Their
+architecture numbers and image geometry come from idselect/tools/shapes.py (the FLOPs presets'
+source too); ``SMALL`` below replaces only widths.
 
 Writes <out-dir>/e2e_<size>_<device>.json and .png (prefill speedup against keep) and
 _share.png (importance + selection share of the pruned prefill) after every model, merging with
@@ -35,14 +37,14 @@ import torch
 
 import idselect
 from idselect import device_path, reference
-from idselect.benchmark import device_name, git_commit
-from idselect.cli_args import positive_int
-from idselect.flops import PRESETS, prefill_flops
+from idselect.tools import shapes
+from idselect.tools.benchmark import device_name, git_commit
+from idselect.tools.cli_args import positive_int
+from idselect.tools.flops import prefill_flops, shape_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-MODELS = ("llava-1.5-7b", "llava-next-7b", "qwen2.5-vl-7b", "qwen2.5-vl-7b-large", "qwen3-vl-8b",
-          "llava-onevision-7b")
+MODELS = tuple(shapes.MODELS)  # llava-1.5-7b, llava-next-7b, qwen2.5-vl-7b(-large), qwen3-vl-8b, llava-onevision-7b
 #: Parameter counts of the released checkpoints, to check the configs against. Hugging Face model
 #: cards: llava-hf/llava-1.5-7b-hf, llava-hf/llava-v1.6-vicuna-7b-hf, Qwen/Qwen2.5-VL-7B-Instruct,
 #: llava-hf/llava-onevision-qwen2-7b-ov-hf ("8.03B params"). Qwen/Qwen3-VL-8B-Instruct: its card
@@ -68,173 +70,48 @@ class Spec:
     image_inputs: dict  # inputs of one image (no input_ids), repeated per batch row
     visual_tokens: int  # LLM placeholder tokens per image
     image_token: int
-    flops_shape: object  # idselect.flops.ModelShape at the real widths, for the time plan
+    flops_shape: object  # idselect.tools.flops.ModelShape at the real widths, for the time plan
 
 
-def _layers(real, depth):
-    return real if depth is None else depth
+#: The small build (``--size small``): every model's image, patches and token counts, at widths
+#: a CPU runs in seconds; all else, as the real build, from idselect.tools.shapes.
+_SMALL_VISION = dict(layers=2, hidden=64, intermediate=128, heads=4)
+_SMALL_LLM = dict(layers=4, hidden=256, intermediate=688, heads=8)
+SMALL = {  # wrapper -> (vision, LLM) replacements
+    "llava": (dict(_SMALL_VISION, extra={"projection_dim": 64}), dict(_SMALL_LLM, kv_heads=8)),
+    "llava_next": (dict(_SMALL_VISION, extra={"projection_dim": 64}), dict(_SMALL_LLM, kv_heads=8)),
+    "qwen2_5_vl": (dict(_SMALL_VISION, full_attention_blocks=(1,)),
+                   dict(_SMALL_LLM, kv_heads=2, mrope_section=(4, 6, 6))),
+    "qwen3_vl": (_SMALL_VISION,
+                 dict(_SMALL_LLM, kv_heads=2, head_dim=32, max_positions=32768, mrope_section=(6, 5, 5))),
+    "llava_onevision": (_SMALL_VISION, dict(_SMALL_LLM, kv_heads=2)),
+}
 
 
-def llava_configs(size, depth=None):
-    from transformers import CLIPVisionConfig, LlamaConfig
-
-    if size == "real":  # CLIP ViT-L/14-336 + Vicuna/Llama-7B
-        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=_layers(24, depth),
-                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
-        text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=_layers(32, depth),
-                           num_attention_heads=32, num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
-    else:  # same token counts, tiny widths
-        vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                  image_size=336, patch_size=14, projection_dim=64)
-        text = LlamaConfig(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                           num_key_value_heads=8, vocab_size=32064, max_position_embeddings=4096)
-    return vision, text
-
-
-def qwen_configs(size, depth=None):
-    rope = {"rope_type": "default", "rope_theta": 1000000.0}
-    if size == "real":
-        vision_depth = _layers(32, depth)
-        vision = dict(depth=vision_depth, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-                      fullatt_block_indexes=[i for i in (7, 15, 23, 31) if i < vision_depth], window_size=112,
-                      spatial_merge_size=2, patch_size=14, temporal_patch_size=2, tokens_per_second=2)
-        text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=_layers(28, depth), num_attention_heads=28,
-                    num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768,
-                    rope_parameters={**rope, "mrope_section": [16, 24, 24]})
-    else:
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=256,
-                      fullatt_block_indexes=[1], window_size=112, spatial_merge_size=2, patch_size=14,
-                      temporal_patch_size=2, tokens_per_second=2)
-        text = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                    num_key_value_heads=2, vocab_size=152064, max_position_embeddings=32768,
-                    rope_parameters={**rope, "mrope_section": [4, 6, 6]})
-    return vision, text
-
-
-def qwen3_configs(size, depth=None):
-    """Qwen3-VL-8B-Instruct. Real widths: its config.json as public code transcribes it (the Hub
-    file itself was not read here; see also the qwen3-vl-8b preset in idselect/flops.py): vision
-    depth 27, hidden 1152, intermediate 4304, 16 heads, 16 px patches, 2 x 2 merger to 4096, a
-    learned 48 x 48 position grid (num_position_embeddings 2304), DeepStack after vision blocks 8,
-    16, 24; text 36 layers, hidden 4096, intermediate 12288, 32 heads, 8 kv heads, head_dim 128,
-    vocab 151936, rope_theta 5e6 (also NVIDIA Megatron-Bridge's Qwen3-VL provider's rotary_base)
-    with interleaved M-RoPE sections 24 / 20 / 20 (of head_dim / 2 = 64), 262144 positions,
-    tie_word_embeddings false (the 2B / 4B tie). These shapes give exactly the 8,767,123,696
-    parameters the Hub reports; rope settings carry no parameters, so only those sources back them."""
-    if size == "real":
-        vision_depth = _layers(27, depth)
-        # At a reduced depth DeepStack taps the first layers, so that its rows are still pruned.
-        deepstack = [8, 16, 24] if vision_depth > 24 else list(range(min(3, vision_depth)))
-        vision = dict(depth=vision_depth, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
-                      spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096, num_position_embeddings=2304,
-                      deepstack_visual_indexes=deepstack)
-        text = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=_layers(36, depth),
-                    num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
-                    max_position_embeddings=262144,
-                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
-                                     "mrope_interleaved": True})
-    else:  # same token counts (16 px patches, learned grid, 2 DeepStack taps), tiny widths
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, patch_size=16, spatial_merge_size=2,
-                      temporal_patch_size=2, out_hidden_size=256, num_position_embeddings=2304,
-                      deepstack_visual_indexes=[0, 1])
-        text = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                    num_key_value_heads=2, head_dim=32, vocab_size=151936, max_position_embeddings=32768,
-                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [6, 5, 5],
-                                     "mrope_interleaved": True})
-    return vision, text
-
-
-def onevision_configs(size, depth=None):
-    """llava-hf/llava-onevision-qwen2-7b-ov-hf. Real widths: SigLIP so400m at 384 px, 14 px patches,
-    its last layer dropped (26 layers), no pooling head (transformers' LlavaOnevisionConfig
-    defaults, written for that checkpoint; the flops preset cites the conversion script); LLM
-    Qwen2-7B: 28 layers, hidden 3584, intermediate 18944, 28 heads, 4 kv heads, rope_theta 1e6,
-    32768 positions (Qwen2-7B-Instruct's config.json as public code transcribes it), vocab 152128
-    (152064 + 2 added tokens padded to a multiple of 64 by the conversion), untied LM head."""
-    from transformers import Qwen2Config, SiglipVisionConfig
-
-    if size == "real":
-        vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=_layers(26, depth),
-                                    num_attention_heads=16, image_size=384, patch_size=14, vision_use_head=False)
-        text = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=_layers(28, depth),
-                           num_attention_heads=28, num_key_value_heads=4, vocab_size=152128,
-                           max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-                           tie_word_embeddings=False)
-    else:  # same token counts (384 px crops, 14 px patches), tiny widths
-        vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                    image_size=384, patch_size=14, vision_use_head=False)
-        text = Qwen2Config(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                           num_key_value_heads=2, vocab_size=152128, max_position_embeddings=32768,
-                           rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=False)
-    return vision, text
+def image_inputs(model):
+    """Inputs of one image (no input_ids) at the model's benchmark image size."""
+    v = model.vision
+    if model.wrapper.startswith("qwen"):  # packed patches: channels x temporal patch x patch x patch per row
+        grid = model.image_side // v.patch
+        return {"pixel_values": torch.randn(grid * grid, 3 * v.temporal_patch * v.patch * v.patch),
+                "image_grid_thw": torch.tensor([[1, grid, grid]])}
+    if model.anyres:  # the base view and the crops
+        return {"pixel_values": torch.randn(1, model.vision_passes, 3, v.image_size, v.image_size),
+                "image_sizes": torch.tensor([[model.image_side, model.image_side]])}
+    return {"pixel_values": torch.randn(1, 3, v.image_size, v.image_size)}
 
 
 def build(name, size, depth=None):
     """The Spec of a model name. ``depth``: real widths with that many layers in each tower."""
-    if name == "llava-1.5-7b":
-        from transformers import LlavaConfig, LlavaForConditionalGeneration
+    import transformers
 
-        vision, text = llava_configs(size, depth)
-        cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=32000)
-        return Spec(name, LlavaForConditionalGeneration, cfg, {"pixel_values": torch.randn(1, 3, 336, 336)}, 576, 32000,
-                    PRESETS["llava-1.5-7b"])
-    if name == "llava-next-7b":
-        from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
-
-        vision, text = llava_configs(size, depth)
-        cfg = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=32000,
-                              image_grid_pinpoints=[[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]])
-        # 672 x 672: base + 2 x 2 crops = 576 + 48 x 48 + 48 newlines
-        return Spec(name, LlavaNextForConditionalGeneration, cfg,
-                    {"pixel_values": torch.randn(1, 5, 3, 336, 336), "image_sizes": torch.tensor([[672, 672]])},
-                    576 + 48 * 48 + 48, 32000, PRESETS["llava-next-7b"])
-    if name in ("qwen2.5-vl-7b", "qwen2.5-vl-7b-large"):
-        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-        vision, text = qwen_configs(size, depth)
-        cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=151655, video_token_id=151656,
-                               vision_start_token_id=151652, vision_end_token_id=151653)
-        # 14 px patches, 2 x 2 merger: 448 px -> 32 x 32 patches -> 256 tokens;
-        # 1904 px -> 136 x 136 patches -> 68 x 68 = 4624 tokens.
-        side = 136 if name.endswith("-large") else 32
-        shape = PRESETS["qwen2.5-vl-7b"]
-        if side != 32:
-            shape = dataclasses.replace(shape, name=name, vision_tokens=side * side, visual_tokens=side * side // 4)
-        pixels = torch.randn(side * side, 3 * 2 * 14 * 14)  # channels x temporal patch x patch x patch
-        return Spec(name, Qwen2_5_VLForConditionalGeneration, cfg,
-                    {"pixel_values": pixels, "image_grid_thw": torch.tensor([[1, side, side]])},
-                    side * side // 4, 151655, shape)
-    if name == "qwen3-vl-8b":
-        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-        vision, text = qwen3_configs(size, depth)
-        cfg = Qwen3VLConfig(vision_config=vision, text_config=text, image_token_id=151655, video_token_id=151656,
-                            vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=False)
-        # 16 px patches, 2 x 2 merger: 512 px -> 32 x 32 patches -> 256 tokens.
-        pixels = torch.randn(32 * 32, 3 * 2 * 16 * 16)  # channels x temporal patch x patch x patch
-        return Spec(name, Qwen3VLForConditionalGeneration, cfg,
-                    {"pixel_values": pixels, "image_grid_thw": torch.tensor([[1, 32, 32]])}, 256, 151655,
-                    PRESETS["qwen3-vl-8b"])
-    if name == "llava-onevision-7b":
-        from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
-
-        vision, text = onevision_configs(size, depth)
-        sides = range(384, 2305, 384)  # 1 to 6 crops of 384 px per side
-        # Token ids, feature layer -1 with the "full" strategy (SigLIP has no [CLS]), anyres_max_9 and
-        # the 6 x 6 grid of 384 px pinpoints are transformers' LlavaOnevisionConfig defaults, written
-        # for this checkpoint; spelled out so that a change of defaults cannot change the benchmark.
-        cfg = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=151646,
-                                   video_token_index=151647, vision_feature_layer=-1,
-                                   vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
-                                   image_grid_pinpoints=[[h, w] for h in sides for w in sides],
-                                   tie_word_embeddings=False)
-        # 768 x 768: pinpoint 768 x 768, base + 2 x 2 crops of 27 x 27 patches; the LLM gets the base
-        # 729 + the 54 x 54 crop grid + 54 newlines (no unpadding of a square image, no anyres_max_9
-        # downscaling at 4 crops).
-        return Spec(name, LlavaOnevisionForConditionalGeneration, cfg,
-                    {"pixel_values": torch.randn(1, 5, 3, 384, 384), "image_sizes": torch.tensor([[768, 768]])},
-                    729 + 54 * 54 + 54, 151646, PRESETS["llava-onevision-7b"])
-    raise ValueError(f"unknown model {name!r}")
+    if name not in shapes.MODELS:
+        raise ValueError(f"unknown model {name!r}")
+    real = shapes.MODELS[name]
+    model = real if size == "real" else shapes.scaled(real, *SMALL[real.wrapper])
+    cfg = shapes.config(model, depth)
+    cls = getattr(transformers, type(cfg).__name__.replace("Config", "ForConditionalGeneration"))
+    return Spec(name, cls, cfg, image_inputs(model), model.visual_tokens, model.image_token, shape_of(real))
 
 
 def batched_inputs(spec, batch, text_tokens, device, dtype):

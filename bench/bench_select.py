@@ -14,8 +14,8 @@ import sys
 import torch
 
 import idselect
-from idselect import benchmark
-from idselect.benchmark import Case
+from idselect.tools import benchmark
+from idselect.tools.benchmark import Case
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

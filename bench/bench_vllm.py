@@ -45,7 +45,7 @@ def measure(llm, prompt, args, keep, image_size):
     """Rounds of args.requests concurrent requests; returns the row of one (engine, keep)."""
     import vllm
 
-    from idselect import benchmark
+    from idselect.tools import benchmark
 
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True)
     rounds = []
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import torch
     import vllm
 
-    from idselect import benchmark
+    from idselect.tools import benchmark
     from idselect.vllm import engine_overrides
 
     with tempfile.TemporaryDirectory() as tmp:

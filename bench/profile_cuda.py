@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import idselect  # noqa: E402
-from idselect.benchmark import Case, device_name, env_setting, make_inputs  # noqa: E402
+from idselect.tools.benchmark import Case, device_name, env_setting, make_inputs  # noqa: E402
 
 GOALS = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
          Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16"),

@@ -11,8 +11,8 @@ import sys
 import torch
 
 import idselect
-from . import benchmark
-from .cli_args import positive_int
+from .tools import benchmark
+from .tools.cli_args import positive_int
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     if args.command in ("demo", "flops", "eval"):
         import importlib
 
-        return importlib.import_module(f".{'evaluate' if args.command == 'eval' else args.command}", __package__).main(rest)
+        tool = "evaluate" if args.command == "eval" else args.command
+        return importlib.import_module(f".tools.{tool}", __package__).main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
 

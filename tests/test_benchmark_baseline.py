@@ -1,10 +1,14 @@
-"""The benchmark's eager-loop baseline (idselect.benchmark.eager_loop) applies the selection
-rule as the reference does, NaN rule included, so that its timings compare like with like."""
+"""The benchmark's eager-loop baseline (idselect.tools.benchmark.eager_loop) applies the selection
+rule as the reference does, NaN rule included, so that its timings compare like with like; and
+the benchmark's environment switches do not outlive the timing."""
 import math
+import os
 
+import pytest
 import torch
 
-from idselect.benchmark import eager_loop
+from idselect.tools import benchmark
+from idselect.tools.benchmark import eager_loop
 from selection_checks import assert_matches_reference
 from test_select import clustered_features
 
@@ -25,3 +29,16 @@ def test_eager_loop_nan_rule():
     feats[0, 5, 2] = math.nan
     scores = torch.rand(1, 30, generator=g)
     assert_matches_reference(eager_loop(feats, scores, 12, 20.0), feats, scores, 12, 20.0, None)
+
+
+def test_benchmark_env_switches_are_scoped(monkeypatch):
+    monkeypatch.delenv("IDSELECT_CPU_ISA", raising=False)
+    monkeypatch.setenv("IDSELECT_CPU_LOOKAHEAD", "2")
+    before = dict(os.environ)
+    rows = benchmark.run([benchmark.Case(1, 32, 16, 4)], ["native", "native_baseline"], repeats=2, lookaheads=(None, 1))
+    assert {r["backend"] for r in rows} == {"native", "native_lookahead1", "native_baseline"}
+    assert dict(os.environ) == before
+    with pytest.raises(RuntimeError), benchmark.scoped_env({"IDSELECT_CPU_ISA": "v3", "IDSELECT_CPU_LOOKAHEAD": "4"}):
+        assert os.environ["IDSELECT_CPU_ISA"] == "v3"
+        raise RuntimeError
+    assert dict(os.environ) == before

@@ -3,8 +3,9 @@ import argparse
 
 import pytest
 
-from idselect import __main__ as cli, demo, evaluate, flops
-from idselect.cli_args import keep_value
+from idselect import __main__ as cli
+from idselect.tools import demo, evaluate, flops
+from idselect.tools.cli_args import keep_value
 
 
 @pytest.mark.parametrize("text,value", [("64", 64), ("1", 1), ("1.0", 1.0), ("0.25", 0.25), ("2.5e-1", 0.25)])

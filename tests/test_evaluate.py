@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from idselect import evaluate, tiny
+from idselect.testing import tiny
+from idselect.tools import evaluate
 
 
 def test_normalize_and_score():

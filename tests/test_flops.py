@@ -1,7 +1,7 @@
 """The FLOPs model: hand-computed layer counts and the pruning ratios it implies."""
 import pytest
 
-from idselect import flops
+from idselect.tools import flops
 
 
 def test_llama_layer_count_by_hand():

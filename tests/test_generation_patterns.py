@@ -13,7 +13,7 @@ import idselect
 from idselect.hooks import compat
 from idselect.testing import battery
 from idselect.testing.cases import CACHE_KW, MODELS, MROPE, build, cache_kwargs, case, returned_cache, runs_per_video
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.testing.oracles import (embed_tokens, generate_on_embeds, hand_pruned, kept_columns, llm_input_embeds, left_pack,
                      mrope_pruned_beams, mrope_pruned_greedy)
 

@@ -200,7 +200,7 @@ def test_video_budget_is_per_video_over_all_frames():
 
 @pytest.mark.slow
 def test_main_job_demo_runs(tmp_path, capsys):
-    from idselect import demo
+    from idselect.tools import demo
 
     out = tmp_path / "kept.png"
     assert demo.main(["--repeats", "1", "--max-new-tokens", "2", "--keep", "32", "--out", str(out)]) == 0

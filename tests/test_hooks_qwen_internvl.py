@@ -5,7 +5,7 @@ import torch
 
 import idselect
 from idselect.testing.cases import MROPE, case
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.hooks.integration import MEDIA_ATTR
 
 GEN = dict(max_new_tokens=5, do_sample=False)

@@ -9,7 +9,7 @@ import torch
 
 import idselect
 from idselect.testing.cases import build, case
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.testing.oracles import generate_on_embeds, hand_pruned
 
 NEW = 4

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from idselect import importance as imp
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.hooks.integration import MEDIA_ATTR
 from idselect.hooks.family import encoder_layers
 

@@ -3,7 +3,7 @@ and the patch + generate() record on a tiny LLaVA (idselect.lmms.options)."""
 import pytest
 import torch
 
-from idselect import tiny
+from idselect.testing import tiny
 from idselect.lmms.options import PatchedModel, RunStats, parse_keep, parse_options, pop_options
 
 

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("lmms_eval")
 
-from idselect import tiny  # noqa: E402
+from idselect.testing import tiny  # noqa: E402
 from test_evaluate import save_tiny_llava_with_processor  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -12,7 +12,7 @@ import inspect
 import torch
 from transformers import LlamaModel
 
-from idselect import tiny
+from . import tiny
 
 #: The name the installed transformers gives the cache argument (5.24 renamed past_key_values
 #: to cache), read from transformers itself, not from idselect.

@@ -14,7 +14,7 @@ from typing import List
 
 import torch
 
-from .. import tiny
+from . import tiny
 
 #: Words of the tiny vocabulary, after the special tokens (ids below).
 WORDS = ["user", "assistant", ":", "describe", "the", "image", "what", "is", "in", "this", "picture", "and",
@@ -63,7 +63,7 @@ TINY_GRID_PINPOINTS = [[28, 56], [56, 28], [56, 56]]
 def llava_for_engines(seed: int = 0, shape: str = "tiny", family: str = "llava"):
     """The LLaVA-1.5 layout (``family="llava"``; CLIP with [CLS], feature layer -2, 'default'
     strategy, Llama) or LLaVA-NeXT's anyres layout (``"llava_next"``, tiny shape only) at a
-    shape of ``SHAPES``, with idselect.tiny's random-weight recipe."""
+    shape of ``SHAPES``, with idselect.testing.tiny's random-weight recipe."""
     from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaNextConfig, LlavaNextForConditionalGeneration)
 

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from idselect import tiny
+from . import tiny
 
 
 def media_runs(input_ids: torch.Tensor, runs_per_video: int = 1) -> List[Tuple[int, torch.Tensor]]:

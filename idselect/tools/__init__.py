@@ -1,0 +1,5 @@
+"""Tools around the library core, apart from it (``import idselect`` does not import them):
+the demo (``demo``), the accuracy harness (``evaluate``), the FLOPs model (``flops``), the op
+microbenchmark (``benchmark``), the real models' architecture numbers they share (``shapes``)
+and the command line's argument types (``cli_args``).
+``python -m idselect`` runs them."""
