@@ -14,6 +14,7 @@ from typing import List
 
 import torch
 
+from ..tools.shapes import LLAVA_1_5_7B
 from . import tiny
 
 #: Words of the tiny vocabulary, after the special tokens (ids below).
@@ -51,7 +52,8 @@ def vocabulary() -> dict:
 SHAPES = {
     "tiny": dict(image_size=IMAGE_SIZE, patch_size=7, vision_hidden=64, vision_layers=3, vision_heads=2,
                  text_hidden=128, text_layers=2, text_heads=4, text_kv_heads=2),
-    "bench": dict(image_size=336, patch_size=14, vision_hidden=256, vision_layers=4, vision_heads=4,
+    "bench": dict(image_size=LLAVA_1_5_7B.vision.image_size, patch_size=LLAVA_1_5_7B.vision.patch,
+                  vision_hidden=256, vision_layers=4, vision_heads=4,
                   text_hidden=512, text_layers=4, text_heads=8, text_kv_heads=8),
 }
 
