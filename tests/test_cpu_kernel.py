@@ -48,7 +48,7 @@ def test_every_level_lookahead_and_thread_count_gives_the_same_bits(setting, cas
     want = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)
     threads = torch.get_num_threads()
     try:
-        for isa, lookahead, n_threads in itertools.product(levels(), [1, 3, 8], sorted({1, threads})):
+        for isa, lookahead, n_threads in itertools.product(levels(), [1, 3, 8, 13, 32], sorted({1, threads})):
             setting(isa, lookahead)
             torch.set_num_threads(n_threads)
             got = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)

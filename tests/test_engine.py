@@ -8,6 +8,7 @@ from idselect import reference
 from idselect.hooks import engine
 from idselect.hooks.compaction import CacheState, chunk_positions, compact
 from idselect.hooks.engine import Media, Options, PlacedMedium
+from idselect.hooks.llm_call import renumbers_text_row
 
 
 def options(keep=2, selection="id", gamma=20.0):
@@ -191,3 +192,27 @@ def test_compact_on_a_cache_without_state_uses_the_callers_head_mask():
     assert c.attention_mask.tolist() == [[0, 1, 1, 1, 1]]
     assert c.positions.tolist() == [[2, 3]]
     assert c.state.length == 5 and c.state.original_length == 6
+
+
+def test_padding_left_by_compaction_gets_a_mask_though_none_was_given():
+    chunk = torch.ones(2, 4, dtype=torch.long)
+    keep = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 1]], dtype=torch.bool)  # 3 and 2 columns stay
+    c = compact(chunk, keep, None, None, 0, None, mask_known=False, renumber_text_row=True)
+    assert c.attention_mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+    assert c.positions.tolist() == [[0, 1, 2], [0, 0, 1]]
+    same = compact(chunk, torch.ones(2, 4, dtype=torch.bool), None, None, 0, None, mask_known=False,
+                   renumber_text_row=True)
+    assert same.attention_mask is None  # nothing ragged: no mask needed
+
+
+def test_which_position_rows_are_renumbered():
+    assert renumbers_text_row(None) and renumbers_text_row(torch.zeros(2, 5, dtype=torch.long))
+    assert renumbers_text_row(torch.zeros(4, 2, 5, dtype=torch.long))  # text row + t, h, w
+    assert not renumbers_text_row(torch.zeros(3, 2, 5, dtype=torch.long))  # t, h, w only
+
+
+def test_two_modalities_are_placed_in_the_order_of_their_masks():
+    masks = {"image": torch.tensor([[0, 0, 0, 1, 1]], dtype=torch.bool),
+             "video": torch.tensor([[1, 1, 0, 0, 0]], dtype=torch.bool)}
+    placed = engine.place_media(masks, {"video": [Media("video", 2)], "image": [Media("image", 2)]})
+    assert [(p.media.modality, p.columns.tolist()) for p in placed] == [("image", [3, 4]), ("video", [0, 1])]

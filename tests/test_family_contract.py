@@ -1,6 +1,7 @@
 """docs/hooks.md, "Adding a family": a family written there as one file (a Family subclass and
 a registry entry) is all the hooks need. Written here from the doc's recipe for LLaVA-1.5, it
 must prune exactly as the shipped family does, in forward and generate()."""
+import inspect
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -10,7 +11,7 @@ import idselect
 from idselect.hooks import registry
 from idselect.hooks.engine import Media
 from idselect.hooks.family import CLS_TOWERS, Family
-from idselect.testing.cases import case
+from idselect.testing.cases import MODELS, MROPE, case
 
 
 class RecipeLlava(Family):
@@ -49,9 +50,22 @@ def test_a_family_from_the_recipe_prunes_as_the_shipped_one(monkeypatch, importa
     assert torch.equal(gen_a, gen_b)
 
 
-def test_registry_lists_one_family_per_model_type():
-    assert idselect.supported_model_types() == tuple(sorted(registry.REGISTRY))
-    for model_type, family in registry.REGISTRY.items():
-        assert isinstance(family, Family) and family.model_type == model_type
-        assert family.positions in ("1d", "mrope")
-        assert set(m for m, _ in family.feature_functions.values()) <= set(family.modalities)
+@pytest.mark.parametrize("model_type", sorted(registry.REGISTRY))
+def test_each_declaration_matches_the_installed_model(model_type):
+    """What a family declares, against the model of the installed transformers: an input that
+    carries media but is missing from media_inputs would leave such calls unpruned, silently."""
+    family = registry.REGISTRY[model_type]
+    model = MODELS[model_type](0)
+    base = family.base(model)
+    takes = set(inspect.signature(base.forward).parameters)
+    media_params = {name for name in takes if name.startswith("pixel_values")}
+    assert media_params <= set(family.media_inputs), (media_params, family.media_inputs)
+    assert set(family.media_inputs) & takes, family.media_inputs
+    for name, (modality, tower) in family.feature_functions.items():
+        assert callable(getattr(base, name)), name
+        assert modality in family.modalities
+        assert tower is None or isinstance(getattr(base, tower), torch.nn.Module), tower
+    for modality in family.modalities:
+        assert isinstance(family.placeholder_token_id(base.config, modality), int), modality
+    assert family.positions == ("mrope" if model_type in MROPE else "1d")
+    assert family.has_saliency(model) == (family.vision_model_type(model) in CLS_TOWERS and model_type != "llava_onevision")

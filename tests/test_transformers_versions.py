@@ -140,7 +140,7 @@ def test_the_self_check_refuses_the_lowest_release_reported_as_unknown_where_it_
         idselect.patch(model, keep=5)
 
 
-def other_cache_name(model, adapter):
+def other_cache_name(model, family):
     """The hooks as they were before 5.24: reading the cache under the name the release no
     longer uses (5.24 renamed past_key_values to cache), the silent break of that release."""
     return "past_key_values" if CACHE_KW == "cache" else "cache"

@@ -174,8 +174,8 @@ def test_idselect_options_without_the_architecture_are_refused(tmp_path, folder)
     ({"idselect_keep": 2.5}, r"mm_processor_kwargs\['idselect_keep'\] must be an int >= 1 .*got 2.5"),
     ({"idselect_keep": "4"}, r"must be an int >= 1 .*got '4'"),
     ({"idselect_keep": True}, r"must be an int >= 1 .*got True"),
-    ({"idselect_gamma": -1.0}, r"mm_processor_kwargs\['idselect_gamma'\]\): gamma must be a finite number >= 0, got gamma=-1.0"),
-    ({"idselect_gamma": float("nan")}, r"idselect_gamma'\]\): gamma must be a finite number >= 0, got gamma=nan"),
+    ({"idselect_gamma": -1.0}, r"mm_processor_kwargs\['idselect_gamma'\]: gamma must be a finite number >= 0, got gamma=-1.0"),
+    ({"idselect_gamma": float("nan")}, r"idselect_gamma'\]: gamma must be a finite number >= 0, got gamma=nan"),
     ({"idselect_kep": 4}, r"unknown mm_processor_kwargs \['idselect_kep'\]"),
     ({"idselect_importance": "relevance"}, r"unknown mm_processor_kwargs \['idselect_importance'\]"),
 ])
@@ -205,7 +205,7 @@ def test_engine_overrides_and_their_errors():
     with pytest.raises(ValueError, match=r"importance='relevance' is not available in vLLM: only 'saliency' is\. "
                                          r"vLLM encodes each image without its prompt"):
         idv.engine_overrides("llava", keep=8, importance="relevance")
-    with pytest.raises(ValueError, match=r"idselect \(gamma\): gamma must be a finite number >= 0, got gamma=inf"):
+    with pytest.raises(ValueError, match=r"idselect.vllm.engine_overrides: gamma must be a finite number >= 0, got gamma=inf"):
         idv.engine_overrides("llava", keep=8, gamma=float("inf"))
 
 

@@ -43,7 +43,8 @@ namespace idselect {
 namespace {
 
 constexpr float kEps = 1e-12f;
-constexpr int kMaxLookahead = 8;  // similarity rows computed per pass, at most
+constexpr int kMaxLookahead = 32;  // similarity rows computed per pass, at most
+constexpr int kQueryGroup = 8;  // queries per compiled dot-product block (larger passes loop over groups)
 
 // Helpers that take or return vectors are always inlined: a call across ISA levels would pass
 // a vector under two different ABIs (register vs memory).
@@ -218,37 +219,39 @@ IDSELECT_INLINE float token_norm(const T* __restrict x, int64_t D) {
   return clamp_norm(std::sqrt(reduce_lanes(sum16(acc0, acc1)) + tail));
 }
 
-// Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1).
-template <int W, int M, typename T>
-IDSELECT_INLINE void weights_block(
-    const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
-    const float* queries, const float* query_norms, const float* norms, float neg_gamma,
-    float* w, int64_t w_stride) {
-  for (int64_t j = j0; j < j1; ++j) {
-    float dots[M];
-    dot_many<W, M>(base + j * token_stride, queries, D, dots);
-    for (int m = 0; m < M; ++m) {
-      float c = dots[m] / (norms[j] * query_norms[m]);
-      c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
-      const float u = 1.f - c;
-      w[m * w_stride + j] = std::exp(neg_gamma * (u * u));
-    }
+// Dot products of token x with queries [0, num_queries): full groups of kQueryGroup, then the
+// rest, each by dot_many (the token stays in L1 between groups; sums do not depend on grouping).
+template <int W, typename T>
+IDSELECT_INLINE void dots_for_token(int num_queries, const T* __restrict x, const float* __restrict q, int64_t D,
+                                    float* __restrict out) {
+  int g = 0;
+  for (; g + kQueryGroup <= num_queries; g += kQueryGroup) dot_many<W, kQueryGroup>(x, q + g * D, D, out + g);
+  switch (num_queries - g) {
+#define IDSELECT_CASE(M) \
+  case M:                \
+    return dot_many<W, M>(x, q + g * D, D, out + g);
+    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
+    IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7)
+#undef IDSELECT_CASE
+    default: return;
   }
 }
 
+// Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1), m < num_queries.
 template <int W, typename T>
 IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
     float* w, int64_t w_stride) {
-  switch (num_queries) {
-#define IDSELECT_CASE(M)                                                                   \
-  case M:                                                                                  \
-    return weights_block<W, M>(base, token_stride, j0, j1, D, queries, query_norms, norms, \
-                            neg_gamma, w, w_stride);
-    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
-    IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7) IDSELECT_CASE(8)
-#undef IDSELECT_CASE
+  float dots[kMaxLookahead];
+  for (int64_t j = j0; j < j1; ++j) {
+    dots_for_token<W>(num_queries, base + j * token_stride, queries, D, dots);
+    for (int m = 0; m < num_queries; ++m) {
+      float c = dots[m] / (norms[j] * query_norms[m]);
+      c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
+      const float u = 1.f - c;
+      w[m * w_stride + j] = std::exp(neg_gamma * (u * u));
+    }
   }
 }
 

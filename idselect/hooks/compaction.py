@@ -20,7 +20,7 @@ import torch
 class CacheState:
     """How a cache filled through a patched model relates to the caller's sequence.
 
-    Lives on the cache object (``idselect.hooks.integration.STATE_ATTR``)."""
+    Lives on the cache object (``idselect.hooks.generation.STATE_ATTR``)."""
 
     length: int  # columns in the cache
     original_length: int  # columns of the caller's (unpruned) sequence they stand for

@@ -4,7 +4,7 @@
 A family declares
 - ``feature_functions``: the base model's functions that encode media, with the modality they
   produce and the vision tower whose [CLS] attention gives saliency (None: no saliency);
-- ``modalities``: placeholder tokens, ``config.<modality>_token_id``;
+- ``modalities``: placeholder tokens, ``config.<modality>_token_id`` (``placeholder_token_id``);
 - ``media_inputs``: the model inputs that carry media;
 - ``positions``: "1d" or "mrope" (3-D M-RoPE positions; the model's ``rope_deltas`` are kept
   right for the pruned cache);
@@ -62,6 +62,10 @@ class Family:
         """Indices of the LLM layers with softmax attention (``self_attn``), which relevance
         reads W_Q / W_K from (Qwen3.5's linear-attention layers have none)."""
         return [i for i, layer in enumerate(self.decoder_layers(llm)) if hasattr(layer, "self_attn")]
+
+    def placeholder_token_id(self, config, modality: str) -> int:
+        """The token id of ``modality``'s placeholders in the LLM input."""
+        return getattr(config, f"{modality}_token_id")
 
     def vision_model_type(self, model: nn.Module) -> Optional[str]:
         return getattr(getattr(model.config, "vision_config", None), "model_type", None)

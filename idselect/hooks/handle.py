@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -51,6 +52,7 @@ class PatchHandle:
     @property
     def adapter(self):
         """Deprecated name of ``family``."""
+        warnings.warn("PatchHandle.adapter is deprecated; use PatchHandle.family", DeprecationWarning, stacklevel=2)
         return self.family
 
     # -- statistics ---------------------------------------------------------------------

@@ -187,7 +187,7 @@ class Hooks:
             if not any(named.get(k) is not None for k in self.media_inputs):
                 return original(**named)  # decode steps: no synchronisation
             ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
-            masks = {m: placeholder_mask(self.base, getattr(self.base.config, f"{m}_token_id"), ids, embeds)
+            masks = {m: placeholder_mask(self.base, self.family.placeholder_token_id(self.base.config, m), ids, embeds)
                      for m in self.family.modalities}
             if not any(bool(m.any()) for m in masks.values()):
                 return original(**named)

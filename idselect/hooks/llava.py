@@ -30,3 +30,19 @@ class Llava(Family):
                 sal = patch_saliency(attention, strategy, i, n)
             media.append(Media("image", n, sal))
         return media
+
+
+#: Helpers that lived here before the hooks were split (deprecated names, with a warning).
+_MOVED = {"encoder_layers": "family", "layer_feeding": "family", "cls_attention_of": "family",
+          "placeholder_mask": "integration"}
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    where = f"idselect.hooks.{_MOVED[name]}"
+    warnings.warn(f"idselect.hooks.llava.{name} is deprecated; use {where}.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(where), name)

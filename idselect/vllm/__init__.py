@@ -104,8 +104,9 @@ def check_keep(keep: Any, where: str) -> int:
 
 
 def check_gamma(gamma: Any, where: str) -> float:
-    """``gamma``: the suppression sharpness, a finite number >= 0 (``idselect.options.parse_gamma``)."""
-    return parse_gamma(gamma, f"idselect ({where})")
+    """``gamma``: the suppression sharpness, a finite number >= 0 (``idselect.options.parse_gamma``);
+    ``where`` names the interface first in the message."""
+    return parse_gamma(gamma, where)
 
 
 def check_importance(importance: Any, where: str) -> str:
@@ -147,7 +148,7 @@ def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
             f"{', '.join(sorted(ARCHITECTURES))}); idselect.patch covers more families with transformers"
         )
     return {"architectures": [ARCHITECTURES[model_type]], KEEP: check_keep(keep, "keep"),
-            GAMMA: check_gamma(gamma, "gamma"), IMPORTANCE: check_importance(importance, "importance")}
+            GAMMA: check_gamma(gamma, "idselect.vllm.engine_overrides"), IMPORTANCE: check_importance(importance, "importance")}
 
 
 ENGINE_OPTIONS = (KEEP, GAMMA, IMPORTANCE)
@@ -166,7 +167,7 @@ def engine_settings(hf_config) -> Dict[str, Any]:
             f"{KEEP} in hf_overrides (idselect.vllm.engine_overrides builds them)"
         )
     return {"keep": check_keep(keep, f"hf_overrides[{KEEP!r}]"),
-            "gamma": check_gamma(getattr(hf_config, GAMMA, DEFAULT_GAMMA), f"hf_overrides[{GAMMA!r}]"),
+            "gamma": check_gamma(getattr(hf_config, GAMMA, DEFAULT_GAMMA), f"idselect: hf_overrides[{GAMMA!r}]"),
             "importance": check_importance(getattr(hf_config, IMPORTANCE, "saliency"), f"hf_overrides[{IMPORTANCE!r}]")}
 
 
@@ -190,7 +191,7 @@ def request_settings(mm_kwargs: Mapping[str, Any], engine: Mapping[str, Any]) ->
     keep = mm_kwargs.get(KEEP)
     gamma = mm_kwargs.get(GAMMA)
     return {"keep": engine["keep"] if keep is None else check_keep(keep, f"mm_processor_kwargs[{KEEP!r}]"),
-            "gamma": engine["gamma"] if gamma is None else check_gamma(gamma, f"mm_processor_kwargs[{GAMMA!r}]")}
+            "gamma": engine["gamma"] if gamma is None else check_gamma(gamma, f"idselect: mm_processor_kwargs[{GAMMA!r}]")}
 
 
 def _release(version: str) -> str:
