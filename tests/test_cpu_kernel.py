@@ -1,6 +1,7 @@
 """The native CPU kernel's own settings: every x86-64 ISA level this CPU runs
-(IDSELECT_CPU_ISA), every lookahead (IDSELECT_CPU_LOOKAHEAD) and thread count gives the same
-bits as the default run, which itself matches the reference (tests/test_select.py)."""
+(IDSELECT_CPU_ISA), every lookahead (IDSELECT_CPU_LOOKAHEAD: fixed, or adaptive by default),
+the one-token and two-token dot-product loops (IDSELECT_CPU_PAIRS) and every thread count give
+the same bits as the default run, which itself matches the reference (tests/test_select.py)."""
 import itertools
 import os
 
@@ -15,8 +16,8 @@ LEVELS = {"x86-64-v4": ["v4", "v3", "baseline"], "x86-64-v3": ["v3", "baseline"]
 
 @pytest.fixture
 def setting(monkeypatch):
-    def apply(isa=None, lookahead=None):
-        for name, value in (("IDSELECT_CPU_ISA", isa), ("IDSELECT_CPU_LOOKAHEAD", lookahead)):
+    def apply(isa=None, lookahead=None, pairs=None):
+        for name, value in (("IDSELECT_CPU_ISA", isa), ("IDSELECT_CPU_LOOKAHEAD", lookahead), ("IDSELECT_CPU_PAIRS", pairs)):
             if value is None:
                 monkeypatch.delenv(name, raising=False)
             else:
@@ -39,20 +40,26 @@ def cases():
         scores = torch.rand(B, N, generator=g)
         lengths = torch.randint(k, N + 1, (B,), generator=g)
         yield feats, scores, k, lengths
+    # Clustered tokens: suppression reorders the candidates, so speculative rows miss and the
+    # adaptive lookahead both grows and shrinks.
+    centres = torch.randn(6, 96, generator=g)
+    feats = centres[torch.randint(0, 6, (400,), generator=g)] + 0.1 * torch.randn(400, 96, generator=g)
+    yield feats[None], torch.rand(1, 400, generator=g), 120, None
 
 
-@pytest.mark.parametrize("case_index", range(6))
+@pytest.mark.parametrize("case_index", range(7))
 def test_every_level_lookahead_and_thread_count_gives_the_same_bits(setting, case_index):
     feats, scores, k, lengths = list(cases())[case_index]
     setting()
     want = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)
     threads = torch.get_num_threads()
     try:
-        for isa, lookahead, n_threads in itertools.product(levels(), [1, 3, 8, 13, 32], sorted({1, threads})):
-            setting(isa, lookahead)
+        for isa, lookahead, pairs, n_threads in itertools.product(levels(), [1, 3, 8, 13, 32, "auto"], [0, 1],
+                                                                  sorted({1, threads})):
+            setting(isa, lookahead, pairs)
             torch.set_num_threads(n_threads)
             got = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)
-            assert torch.equal(got, want), (isa, lookahead, n_threads)
+            assert torch.equal(got, want), (isa, lookahead, pairs, n_threads)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(want[:, :1], reference.select(feats, scores, 1, 20.0, lengths))  # sanity: same first pick

@@ -237,20 +237,92 @@ IDSELECT_INLINE void dots_for_token(int num_queries, const T* __restrict x, cons
   }
 }
 
+// Experimental switch: IDSELECT_CPU_PAIRS=0 turns the two-token kernel off.
+inline bool pair_kernel_setting() {
+  const char* env = std::getenv("IDSELECT_CPU_PAIRS");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+// Queries per pass of the two-token kernel (dot_pair): each query's row is loaded once for two
+// tokens, so a product costs fewer loads (the single-token loop is load-bound).
+template <int W>
+constexpr int kPairQueries = W == 16 ? 8 : (W == 8 ? 2 : 1);
+
+// Dot products of two tokens xa, xb with M queries. Each sum is split into its two halves, the
+// elements [32b, 32b + 16) and [32b + 16, 32b + 32) of every 32-block b, swept one after the
+// other: a half's 16 lanes add the same products in the same order as dot_group's acc0 / acc1,
+// then the same reduction and tail, so the results are dot_group's bits.
+template <int W, int M, typename T>
+IDSELECT_INLINE void dot_pair(const T* __restrict xa, const T* __restrict xb, const float* __restrict q,
+                              int64_t D, float* __restrict out_a, float* __restrict out_b) {
+  Lanes16<W> halves[2][2][M];  // [half][token][query]
+  const int64_t full = D - D % 32;
+  for (int h = 0; h < 2; ++h) {
+    Lanes16<W> acc_a[M], acc_b[M];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc_a[m] = acc_b[m] = zero16<W>();
+    for (int64_t d = 16 * h; d < full; d += 32) {
+      const Lanes16<W> a = load16<W>(xa + d), b = load16<W>(xb + d);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const Lanes16<W> qm = load16<W>(q + m * D + d);
+        add_product(acc_a[m], a, qm);
+        add_product(acc_b[m], b, qm);
+      }
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) halves[h][0][m] = acc_a[m], halves[h][1][m] = acc_b[m];
+  }
+  for (int m = 0; m < M; ++m) {
+    float tail_a = 0.f, tail_b = 0.f;
+    for (int64_t e = full; e < D; ++e) tail_a += load(xa[e]) * q[m * D + e];
+    for (int64_t e = full; e < D; ++e) tail_b += load(xb[e]) * q[m * D + e];
+    out_a[m] = reduce_lanes(sum16(halves[0][0][m], halves[1][0][m])) + tail_a;
+    out_b[m] = reduce_lanes(sum16(halves[0][1][m], halves[1][1][m])) + tail_b;
+  }
+}
+
+// dot_pair for queries [0, num_queries), in groups of kPairQueries.
+template <int W, typename T>
+IDSELECT_INLINE void dots_for_pair(int num_queries, const T* xa, const T* xb, const float* q, int64_t D,
+                                   float* out_a, float* out_b) {
+  constexpr int G = kPairQueries<W>;
+  int g = 0;
+  for (; g + G <= num_queries; g += G) dot_pair<W, G>(xa, xb, q + g * D, D, out_a + g, out_b + g);
+  switch (num_queries - g) {
+#define IDSELECT_CASE(M) \
+  case M:                \
+    if constexpr (M < G) dot_pair<W, M>(xa, xb, q + g * D, D, out_a + g, out_b + g); \
+    return;
+    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
+    IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7)
+#undef IDSELECT_CASE
+    default: return;
+  }
+}
+
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1), m < num_queries.
 template <int W, typename T>
 IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
     float* w, int64_t w_stride) {
-  float dots[kMaxLookahead];
-  for (int64_t j = j0; j < j1; ++j) {
-    dots_for_token<W>(num_queries, base + j * token_stride, queries, D, dots);
-    for (int m = 0; m < num_queries; ++m) {
-      float c = dots[m] / (norms[j] * query_norms[m]);
-      c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
-      const float u = 1.f - c;
-      w[m * w_stride + j] = std::exp(neg_gamma * (u * u));
+  float dots[2][kMaxLookahead];
+  const bool pairs = pair_kernel_setting();
+  for (int64_t j = j0; j < j1;) {
+    const int count = pairs && j + 1 < j1 ? 2 : 1;
+    if (count == 2)
+      dots_for_pair<W>(num_queries, base + j * token_stride, base + (j + 1) * token_stride, queries, D, dots[0],
+                       dots[1]);
+    else
+      dots_for_token<W>(num_queries, base + j * token_stride, queries, D, dots[0]);
+    for (int t = 0; t < count; ++t, ++j) {
+      for (int m = 0; m < num_queries; ++m) {
+        float c = dots[t][m] / (norms[j] * query_norms[m]);
+        c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
+        const float u = 1.f - c;
+        w[m * w_stride + j] = std::exp(neg_gamma * (u * u));
+      }
     }
   }
 }
@@ -263,8 +335,8 @@ IDSELECT_INLINE void weights_any(
                                    int64_t j0, int64_t j1, int64_t D, const float* queries, \
                                    const float* query_norms, const float* norms,            \
                                    float neg_gamma, float* w, int64_t w_stride) {           \
-    weights_any<W, T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,        \
-                   norms, neg_gamma, w, w_stride);                                          \
+    weights_any<W, T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,     \
+                      norms, neg_gamma, w, w_stride);                                       \
   }                                                                                         \
   template <typename T>                                                                     \
   TARGET void norms_rows_##LEVEL(const T* base, int64_t token_stride, int64_t j0, int64_t j1, \
@@ -330,13 +402,21 @@ HotLoops<T> hot_loops(Isa isa) {
   return {weights_rows_baseline<T>, norms_rows_baseline<T>, to_float_baseline<T>};
 }
 
+// Similarity rows per feature pass: 0 = adaptive (the default), else that many.
+// IDSELECT_CPU_LOOKAHEAD fixes it (read per call, so the benchmark can compare settings in one
+// process); 1 = one row per step, no lookahead.
 int lookahead_setting() {
-  // Similarity rows per feature pass. IDSELECT_CPU_LOOKAHEAD overrides it (read per call, so
-  // the benchmark can compare settings in one process); 1 = one row per step, no lookahead.
   const char* env = std::getenv("IDSELECT_CPU_LOOKAHEAD");
-  const int value = env ? std::atoi(env) : 4;
-  return std::max(1, std::min(value, kMaxLookahead));
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return 0;
+  return std::max(1, std::min(std::atoi(env), kMaxLookahead));
 }
+
+// Adaptive lookahead: a pass whose rows all served a step doubles the next pass's rows (up to
+// kAdaptiveMax); a pass cut short by a pick outside its rows sizes the next one to the steps it
+// served, plus one. Features whose picks follow the scores (little suppression) get few passes;
+// clustered ones, where suppression reorders the candidates, waste few speculative rows.
+constexpr int kAdaptiveStart = 4;
+constexpr int kAdaptiveMax = 16;
 
 
 // Greedy selection for one batch row; writes k indices to out.
@@ -351,12 +431,15 @@ void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int
   for_tokens(n, D, parallel,
              [&](int64_t j0, int64_t j1) { hot.norms_rows(base, token_stride, j0, j1, D, norms.data()); });
 
-  const int lookahead = lookahead_setting();
-  std::vector<float> weights(static_cast<size_t>(lookahead) * n);
-  std::vector<float> queries(static_cast<size_t>(lookahead) * D);
-  std::vector<float> query_norms(lookahead);
+  const int fixed_lookahead = lookahead_setting();
+  const int max_rows = fixed_lookahead > 0 ? fixed_lookahead : kAdaptiveMax;
+  int lookahead = fixed_lookahead > 0 ? fixed_lookahead : kAdaptiveStart;
+  std::vector<float> weights(static_cast<size_t>(max_rows) * n);
+  std::vector<float> queries(static_cast<size_t>(max_rows) * D);
+  std::vector<float> query_norms(max_rows);
   int64_t cached[kMaxLookahead];
   int num_cached = 0;
+  int served = 0;  // steps the current pass's rows have served
 
   // First pick: scores are >= 0 and never NaN, so -1 is below every candidate.
   int64_t pick = 0;
@@ -373,6 +456,9 @@ void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int
     for (int c = 0; c < num_cached; ++c)
       if (cached[c] == pick) slot = c;
     if (slot < 0) {
+      if (fixed_lookahead == 0 && num_cached > 0)
+        lookahead = served >= num_cached ? std::min(2 * lookahead, kAdaptiveMax) : served + 1;
+      served = 0;
       // Rows still needed after this one: steps step+1 .. k-2.
       const int rows = static_cast<int>(std::min<int64_t>(lookahead, k - 1 - step));
       cached[0] = pick;
@@ -400,6 +486,7 @@ void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int
       });
       slot = 0;
     }
+    ++served;
 
     // Suppress, and find the next pick in the same sweep.
     const float* w = weights.data() + static_cast<int64_t>(slot) * n;
