@@ -29,15 +29,19 @@ def cpu_grid(quick: bool):
     main = [Case(1, n, d, 64) for d in (1024, 4096) for n in ((576,) if quick else (144, 576, 1152, 2880))]
     levels = benchmark.lower_cpu_levels()
     gemms = ["gram"] + (["gram_v3"] if "native_v3" in levels else [])  # each level's own GEMM floor
+    # The one-token dot-product loop (before the two-token one), at the default level and v3.
+    onetoken = ["native_onetoken"] + (["native_v3_onetoken"] if "native_v3" in levels else [])
     if quick:
         return [(main, ["native", *levels, "eager", "floor_read", *gemms], [None])]
     lookahead = [Case(1, 576, d, 64, features=f) for d in (64, 1024, 4096) for f in ("random", "clustered")]
+    clustered = [Case(1, 576, d, 64, features="clustered") for d in (1024, 4096)]
     dtypes = [Case(1, 576, 4096, 64, dtype=dt) for dt in ("bfloat16", "float16")]
     batch = [Case(16, 576, 1024, 64), Case(16, 576, 4096, 64)]
     large_k = [Case(1, 576, 1024, k, features="clustered") for k in (288, 576)] + [Case(1, 2880, 1024, 1440, features="clustered")]
     return [
-        (main, ["native", *levels, "eager", "reference", "floor_read", "floor_matvec", *gemms], [None]),
-        (lookahead, ["native"], [1, 2, 4, 8]),
+        (main, ["native", *levels, *onetoken, "eager", "reference", "floor_read", "floor_matvec", *gemms], [None]),
+        (clustered, ["native", *levels, *onetoken, "eager", *gemms], [None]),
+        (lookahead, ["native"], [1, 2, 4, 8, 16, "auto"]),
         (dtypes + batch, ["native", "eager", "floor_read"], [None]),
         (large_k, ["native", "eager", "gram"], [None]),
     ]
