@@ -99,6 +99,20 @@ def test_the_level_is_reported_and_a_bad_or_unavailable_level_is_refused(setting
             torch.ops.idselect.select(torch.randn(1, 4, 8), torch.rand(1, 4), 2)
 
 
+@pytest.mark.parametrize("lookahead, pairs, message", [
+    ("abc", None, "IDSELECT_CPU_LOOKAHEAD must be auto or an integer in \\[1, 32\\], got 'abc'"),
+    ("0", None, "IDSELECT_CPU_LOOKAHEAD must be auto or an integer in \\[1, 32\\], got '0'"),
+    ("33", None, "got '33'"),
+    (None, "yes", "IDSELECT_CPU_PAIRS must be 0 or 1, got 'yes'"),
+])
+def test_a_bad_setting_is_refused_before_any_work(setting, lookahead, pairs, message):
+    setting(lookahead=lookahead, pairs=pairs)
+    with pytest.raises(ValueError, match=message):
+        torch.ops.idselect.select(torch.randn(2, 64, 16), torch.rand(2, 64), 8, 20.0)  # rows in parallel too
+    with pytest.raises(ValueError, match=message):
+        torch.ops.idselect.select(torch.randn(1, 64, 16), torch.rand(1, 64), 8, 20.0)
+
+
 def test_concurrent_callers_and_a_forked_child_get_the_same_bits():
     """The token passes' helper threads serve one caller at a time (the others run alone), and
     a forked child never waits for helpers it does not have."""

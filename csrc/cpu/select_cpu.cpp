@@ -48,10 +48,13 @@ constexpr int kMaxLookahead = 32;  // similarity rows computed per pass, at most
 
 #include "vector_dot.h"
 
-// Experimental switch: IDSELECT_CPU_PAIRS=0 turns the two-token kernel off.
+// IDSELECT_CPU_PAIRS=0 turns the two-token loop off (for comparisons; the same bits).
 inline bool pair_kernel_setting() {
   const char* env = std::getenv("IDSELECT_CPU_PAIRS");
-  return env == nullptr || std::strcmp(env, "0") != 0;
+  if (env == nullptr || env[0] == '\0') return true;
+  TORCH_CHECK_VALUE(std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0,
+                    "idselect.select: IDSELECT_CPU_PAIRS must be 0 or 1, got '", env, "'");
+  return env[0] == '1';
 }
 
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1), m < num_queries.
@@ -59,9 +62,8 @@ template <int W, typename T>
 IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
-    float* w, int64_t w_stride) {
+    float* w, int64_t w_stride, bool pairs) {
   float dots[2][kMaxLookahead];
-  const bool pairs = pair_kernel_setting();
   for (int64_t j = j0; j < j1;) {
     const int count = pairs && j + 1 < j1 ? 2 : 1;
     if (count == 2)
@@ -87,9 +89,9 @@ IDSELECT_INLINE void weights_any(
   TARGET void weights_rows_##LEVEL(int num_queries, const T* base, int64_t token_stride,    \
                                    int64_t j0, int64_t j1, int64_t D, const float* queries, \
                                    const float* query_norms, const float* norms,            \
-                                   float neg_gamma, float* w, int64_t w_stride) {           \
+                                   float neg_gamma, float* w, int64_t w_stride, bool pairs) { \
     weights_any<W, T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,     \
-                      norms, neg_gamma, w, w_stride);                                       \
+                      norms, neg_gamma, w, w_stride, pairs);                                \
   }                                                                                         \
   template <typename T>                                                                     \
   TARGET void norms_rows_##LEVEL(const T* base, int64_t token_stride, int64_t j0, int64_t j1, \
@@ -140,7 +142,7 @@ Isa isa_setting() {
 template <typename T>
 struct HotLoops {
   void (*weights_rows)(int, const T*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                       const float*, float, float*, int64_t);
+                       const float*, float, float*, int64_t, bool);
   void (*norms_rows)(const T*, int64_t, int64_t, int64_t, int64_t, float*);
   void (*to_float)(const T*, int64_t, float*);
 };
@@ -161,7 +163,12 @@ HotLoops<T> hot_loops(Isa isa) {
 int lookahead_setting() {
   const char* env = std::getenv("IDSELECT_CPU_LOOKAHEAD");
   if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return 0;
-  return std::max(1, std::min(std::atoi(env), kMaxLookahead));
+  char* end = nullptr;
+  const long value = std::strtol(env, &end, 10);
+  TORCH_CHECK_VALUE(*end == '\0' && value >= 1 && value <= kMaxLookahead,
+                    "idselect.select: IDSELECT_CPU_LOOKAHEAD must be auto or an integer in [1, ", kMaxLookahead,
+                    "], got '", env, "'");
+  return static_cast<int>(value);
 }
 
 // Adaptive lookahead: a pass whose rows all served a step doubles the next pass's rows (up to
@@ -172,10 +179,16 @@ constexpr int kAdaptiveStart = 4;
 constexpr int kAdaptiveMax = 16;
 
 
+// The per-call settings of the environment (read once, on the calling thread).
+struct Settings {
+  int fixed_lookahead;  // 0: adaptive
+  bool pairs;           // the two-token dot-product loop
+};
+
 // Greedy selection for one batch row; writes k indices to out.
 template <typename T>
-void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int64_t n, int64_t D,
-                int64_t k, float neg_gamma, const float* scores, int64_t* out, bool parallel) {
+void select_row(const HotLoops<T>& hot, const Settings& settings, const T* base, int64_t token_stride, int64_t n,
+                int64_t D, int64_t k, float neg_gamma, const float* scores, int64_t* out, bool parallel) {
   if (k == 0) return;
   std::vector<float> S(n), norms(n);
   std::vector<uint8_t> available(n, 1);
@@ -184,7 +197,7 @@ void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int
   for_tokens(n, D, parallel,
              [&](int64_t j0, int64_t j1) { hot.norms_rows(base, token_stride, j0, j1, D, norms.data()); });
 
-  const int fixed_lookahead = lookahead_setting();
+  const int fixed_lookahead = settings.fixed_lookahead;
   const int ceiling = kAdaptiveMax;
   const int max_rows = fixed_lookahead > 0 ? fixed_lookahead : ceiling;
   int lookahead = fixed_lookahead > 0 ? fixed_lookahead : std::min(kAdaptiveStart, ceiling);
@@ -236,7 +249,7 @@ void select_row(const HotLoops<T>& hot, const T* base, int64_t token_stride, int
       }
       for_tokens(n, D * num_cached, parallel, [&](int64_t j0, int64_t j1) {
         hot.weights_rows(num_cached, base, token_stride, j0, j1, D, queries.data(),
-                     query_norms.data(), norms.data(), neg_gamma, weights.data(), n);
+                     query_norms.data(), norms.data(), neg_gamma, weights.data(), n, settings.pairs);
       });
       slot = 0;
     }
@@ -279,11 +292,13 @@ at::Tensor select_cpu(const at::Tensor& features_in, const at::Tensor& scores_in
   const bool rows_in_parallel = B >= at::get_num_threads();
 
   const Isa isa = isa_setting();
+  // Read here, on the calling thread: a bad value raises before any work (and never in a helper).
+  const Settings settings{lookahead_setting(), pair_kernel_setting()};
 
   auto run = [&](auto* data) {
     const auto hot = hot_loops<std::remove_pointer_t<decltype(data)>>(isa);
     auto one_row = [&](int64_t b) {
-      select_row(hot, data + b * batch_stride, token_stride, effective_length(lengths[b], k, N), D,
+      select_row(hot, settings, data + b * batch_stride, token_stride, effective_length(lengths[b], k, N), D,
                  k, neg_gamma, scores_ptr + b * N, out_ptr + b * k, !rows_in_parallel);
     };
     if (rows_in_parallel) {
