@@ -39,7 +39,7 @@ from idselect.tools.benchmark import device_name, git_commit
 from idselect.tools.cli_args import positive_int
 
 # The models and the plan live beside this script (bench/ is on sys.path when it runs).
-from e2e_models import KNOWN_PARAMS, MODELS, VARIANTS, Spec, batched_inputs, build, make_model, param_count  # noqa: F401
+from e2e_models import KNOWN_PARAMS, MODELS, VARIANTS, batched_inputs, build, make_model, param_count  # noqa: F401
 from e2e_plan import dry_run, memory_estimate_gib
 
 HERE = os.path.dirname(os.path.abspath(__file__))

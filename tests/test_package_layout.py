@@ -56,3 +56,30 @@ def test_nothing_imports_the_old_names():
                         offenders += [f"{path}: {m.group(0)}" for m in pattern.finditer(f.read())]
     assert offenders == []
 
+
+
+@pytest.mark.parametrize("module, name, home", [
+    ("idselect.hooks.core", "PatchHandle", "idselect.hooks.handle"),
+    ("idselect.hooks.core", "CacheState", "idselect.hooks.compaction"),
+    ("idselect.hooks.llava", "encoder_layers", "idselect.hooks.family"),
+    ("idselect.hooks.llava", "placeholder_mask", "idselect.hooks.integration"),
+])
+def test_names_moved_out_of_the_old_hooks_modules_warn_and_are_the_new_objects(module, name, home):
+    import importlib
+
+    old = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{module}.{name} is deprecated; use {home}.{name}")) as record:
+        value = getattr(old, name)
+    assert value is getattr(importlib.import_module(home), name)
+    assert record[0].filename == __file__  # the warning points at the reader
+
+
+def test_old_hooks_names_without_a_replacement_say_what_replaced_them():
+    import idselect.hooks.core as core
+
+    with pytest.raises(AttributeError, match="FamilyAdapter was replaced by the declarative idselect.hooks.family.Family"):
+        core.FamilyAdapter
+    with pytest.raises(AttributeError, match="MEDIA_INPUTS was replaced by each family's Family.media_inputs"):
+        core.MEDIA_INPUTS
+    with pytest.raises(AttributeError, match="has no attribute 'never_there'"):
+        core.never_there

@@ -3,8 +3,7 @@
 "How the hooks are built"). Its names still resolve here, with a DeprecationWarning."""
 from __future__ import annotations
 
-import importlib
-import warnings
+from .._moved import moved_names
 
 _MOVED = {
     "PatchHandle": "handle", "HANDLE_ATTR": "handle", "COMPILE_REASON": "handle",
@@ -12,21 +11,13 @@ _MOVED = {
     "CacheState": "compaction", "STATE_ATTR": "generation", "cache_state": "generation",
     "MEDIA_ATTR": "integration", "SALIENCY_REASON": "integration",
 }
+_GONE = {
+    # Not an alias: a family is now declared (idselect.hooks.family.Family), with no
+    # install() / token_masks() / after_prefill() for an old subclass to override.
+    "FamilyAdapter": "idselect.hooks.core.FamilyAdapter was replaced by the declarative idselect.hooks.family.Family; "
+                     "see docs/hooks.md, \"Adding a family\"",
+    "MEDIA_INPUTS": "idselect.hooks.core.MEDIA_INPUTS was replaced by each family's Family.media_inputs "
+                    "(idselect.hooks.registry.REGISTRY[model_type].media_inputs)",
+}
 
-
-def __getattr__(name: str):
-    if name == "FamilyAdapter":
-        # Not an alias: a family is now declared (idselect.hooks.family.Family), with no
-        # install() / token_masks() / after_prefill() for an old subclass to override.
-        raise AttributeError(
-            "idselect.hooks.core.FamilyAdapter was replaced by the declarative idselect.hooks.family.Family; "
-            "see docs/hooks.md, \"Adding a family\""
-        )
-    if name == "MEDIA_INPUTS":
-        raise AttributeError("idselect.hooks.core.MEDIA_INPUTS was replaced by each family's Family.media_inputs "
-                             "(idselect.hooks.registry.REGISTRY[model_type].media_inputs)")
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    where = f"idselect.hooks.{_MOVED[name]}"
-    warnings.warn(f"idselect.hooks.core.{name} is deprecated; use {where}.{name}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(where), name)
+__getattr__ = moved_names(__name__, {name: f"idselect.hooks.{where}" for name, where in _MOVED.items()}, _GONE)

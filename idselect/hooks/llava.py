@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from .._moved import moved_names
 from .engine import Media
 from .family import CLS_TOWERS, NO_CLS_TOWERS, Family, patch_saliency
 
@@ -32,17 +33,8 @@ class Llava(Family):
         return media
 
 
+
 #: Helpers that lived here before the hooks were split (deprecated names, with a warning).
-_MOVED = {"encoder_layers": "family", "layer_feeding": "family", "cls_attention_of": "family",
-          "placeholder_mask": "integration"}
-
-
-def __getattr__(name: str):
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-    import warnings
-
-    where = f"idselect.hooks.{_MOVED[name]}"
-    warnings.warn(f"idselect.hooks.llava.{name} is deprecated; use {where}.{name}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(where), name)
+__getattr__ = moved_names(__name__, {"encoder_layers": "idselect.hooks.family", "layer_feeding": "idselect.hooks.family",
+                                     "cls_attention_of": "idselect.hooks.family",
+                                     "placeholder_mask": "idselect.hooks.integration"})
