@@ -29,7 +29,7 @@ def cpu_grid(quick: bool):
     main = [Case(1, n, d, 64) for d in (1024, 4096) for n in ((576,) if quick else (144, 576, 1152, 2880))]
     levels = benchmark.lower_cpu_levels()
     gemms = ["gram"] + (["gram_v3"] if "native_v3" in levels else [])  # each level's own GEMM floor
-    # The one-token dot-product loop (before the two-token one), at the default level and v3.
+    # One token per register tile (a one-token dot-product loop), at the default level and v3.
     onetoken = ["native_onetoken"] + (["native_v3_onetoken"] if "native_v3" in levels else [])
     if quick:
         return [(main, ["native", *levels, "eager", "floor_read", *gemms], [None])]

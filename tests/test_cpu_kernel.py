@@ -1,7 +1,7 @@
 """The native CPU kernel's own settings: every x86-64 ISA level this CPU runs
 (IDSELECT_CPU_ISA), every lookahead (IDSELECT_CPU_LOOKAHEAD: fixed, or adaptive by default),
-the one-token and two-token dot-product loops (IDSELECT_CPU_PAIRS) and every thread count give
-the same bits as the default run, which itself matches the reference (tests/test_select.py)."""
+every cap on the tokens per register tile (IDSELECT_CPU_TILE_TOKENS: 1 is a one-token loop)
+and every thread count give the same bits as the default run, which itself matches the reference (tests/test_select.py)."""
 import itertools
 import os
 
@@ -16,8 +16,9 @@ LEVELS = {"x86-64-v4": ["v4", "v3", "baseline"], "x86-64-v3": ["v3", "baseline"]
 
 @pytest.fixture
 def setting(monkeypatch):
-    def apply(isa=None, lookahead=None, pairs=None):
-        for name, value in (("IDSELECT_CPU_ISA", isa), ("IDSELECT_CPU_LOOKAHEAD", lookahead), ("IDSELECT_CPU_PAIRS", pairs)):
+    def apply(isa=None, lookahead=None, tile=None):
+        for name, value in (("IDSELECT_CPU_ISA", isa), ("IDSELECT_CPU_LOOKAHEAD", lookahead),
+                            ("IDSELECT_CPU_TILE_TOKENS", tile)):
             if value is None:
                 monkeypatch.delenv(name, raising=False)
             else:
@@ -34,7 +35,9 @@ def cases():
     g = torch.Generator().manual_seed(5)
     for B, N, D, k, dtype in [(1, 576, 1024, 64, torch.float32), (3, 130, 77, 20, torch.bfloat16),
                               (5, 64, 33, 64, torch.float16), (1, 300, 4096, 40, torch.bfloat16),
-                              (7, 50, 31, 9, torch.float32), (2, 9, 1, 9, torch.float16)]:
+                              (7, 50, 31, 9, torch.float32), (2, 9, 1, 9, torch.float16),
+                              # D over two chunks of the tile sweep (1024) and a partial third
+                              (1, 97, 2080, 33, torch.float32)]:
         feats = torch.randn(B, N, D, generator=g).to(dtype)
         feats[0, 1] = feats[0, 0]  # an exact duplicate: suppressed to 0 when picked
         scores = torch.rand(B, N, generator=g)
@@ -47,19 +50,19 @@ def cases():
     yield feats[None], torch.rand(1, 400, generator=g), 120, None
 
 
-@pytest.mark.parametrize("case_index", range(7))
+@pytest.mark.parametrize("case_index", range(8))
 def test_every_level_lookahead_and_thread_count_gives_the_same_bits(setting, case_index):
     feats, scores, k, lengths = list(cases())[case_index]
     setting()
     want = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)
     threads = torch.get_num_threads()
     try:
-        for isa, lookahead, pairs, n_threads in itertools.product(levels(), [1, 3, 8, 13, 32, "auto"], [0, 1],
-                                                                  sorted({1, threads})):
-            setting(isa, lookahead, pairs)
+        for isa, lookahead, tile, n_threads in itertools.product(levels(), [1, 3, 8, 13, 32, "auto"],
+                                                                 [1, 2, 4, "auto"], sorted({1, threads})):
+            setting(isa, lookahead, tile)
             torch.set_num_threads(n_threads)
             got = torch.ops.idselect.select(feats, scores, k, 20.0, lengths)
-            assert torch.equal(got, want), (isa, lookahead, pairs, n_threads)
+            assert torch.equal(got, want), (isa, lookahead, tile, n_threads)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(want[:, :1], reference.select(feats, scores, 1, 20.0, lengths))  # sanity: same first pick
@@ -99,14 +102,16 @@ def test_the_level_is_reported_and_a_bad_or_unavailable_level_is_refused(setting
             torch.ops.idselect.select(torch.randn(1, 4, 8), torch.rand(1, 4), 2)
 
 
-@pytest.mark.parametrize("lookahead, pairs, message", [
+@pytest.mark.parametrize("lookahead, tile, message", [
     ("abc", None, "IDSELECT_CPU_LOOKAHEAD must be auto or an integer in \\[1, 32\\], got 'abc'"),
     ("0", None, "IDSELECT_CPU_LOOKAHEAD must be auto or an integer in \\[1, 32\\], got '0'"),
     ("33", None, "got '33'"),
-    (None, "yes", "IDSELECT_CPU_PAIRS must be 0 or 1, got 'yes'"),
+    (None, "yes", "IDSELECT_CPU_TILE_TOKENS must be auto or an integer in \\[1, 6\\], got 'yes'"),
+    (None, "0", "IDSELECT_CPU_TILE_TOKENS must be auto or an integer in \\[1, 6\\], got '0'"),
+    (None, "7", "got '7'"),
 ])
-def test_a_bad_setting_is_refused_before_any_work(setting, lookahead, pairs, message):
-    setting(lookahead=lookahead, pairs=pairs)
+def test_a_bad_setting_is_refused_before_any_work(setting, lookahead, tile, message):
+    setting(lookahead=lookahead, tile=tile)
     with pytest.raises(ValueError, match=message):
         torch.ops.idselect.select(torch.randn(2, 64, 16), torch.rand(2, 64), 8, 20.0)  # rows in parallel too
     with pytest.raises(ValueError, match=message):

@@ -7,8 +7,8 @@
 // picks in the same pass ("lookahead"): the picked token plus the best-scored candidates, as
 // many as the last pass showed to be useful (adaptive). A row is a pure function of the
 // features, computed by the same code whatever else is in the pass, so lookahead never changes
-// the result, only how often features are read. Within a pass, two tokens share each load of a
-// query row (vector_dot.h); the thread pool of the passes is token_passes.h.
+// the result, only how often features are read. Within a pass, tiles of tokens and query rows
+// share their loads in registers (vector_dot.h); the thread pool of the passes is token_passes.h.
 //
 // Arithmetic is float32 with FP contraction off (see setup.py / CMakeLists.txt), so the
 // results are the same on every x86 ISA level the kernel is compiled for.
@@ -48,13 +48,32 @@ constexpr int kMaxLookahead = 32;  // similarity rows computed per pass, at most
 
 #include "vector_dot.h"
 
-// IDSELECT_CPU_PAIRS=0 turns the two-token loop off (for comparisons; the same bits).
-inline bool pair_kernel_setting() {
-  const char* env = std::getenv("IDSELECT_CPU_PAIRS");
-  if (env == nullptr || env[0] == '\0') return true;
-  TORCH_CHECK_VALUE(std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0,
-                    "idselect.select: IDSELECT_CPU_PAIRS must be 0 or 1, got '", env, "'");
-  return env[0] == '1';
+// IDSELECT_CPU_TILE_TOKENS=N caps the tokens per register tile at N (1 = one token per pass of
+// the query rows; for comparisons, the same bits); auto: the level's tile.
+inline int tile_tokens_setting() {
+  const char* env = std::getenv("IDSELECT_CPU_TILE_TOKENS");
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return kMaxTileTokens;
+  char* end = nullptr;
+  const long value = std::strtol(env, &end, 10);
+  TORCH_CHECK_VALUE(*end == '\0' && value >= 1 && value <= kMaxTileTokens,
+                    "idselect.select: IDSELECT_CPU_TILE_TOKENS must be auto or an integer in [1, ", kMaxTileTokens,
+                    "], got '", env, "'");
+  return static_cast<int>(value);
+}
+
+// Dot products of tokens [j, j + count) with the queries, count <= the level's tile.
+template <int W, typename T>
+IDSELECT_INLINE void dots_for_tokens(int count, int num_queries, const T* const* x, const float* queries, int64_t D,
+                                     float* dots) {
+  switch (count) {
+#define IDSELECT_CASE(C) \
+  case C:                \
+    if constexpr (C <= kTileTokens<W>) dots_for_tile<W, C>(num_queries, x, queries, D, dots); \
+    return;
+    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4) IDSELECT_CASE(5) IDSELECT_CASE(6)
+#undef IDSELECT_CASE
+    default: return;
+  }
 }
 
 // Weights w[m][j] = exp(-gamma (1 - cos(q_m, x_j))^2) for tokens j in [j0, j1), m < num_queries.
@@ -62,18 +81,17 @@ template <int W, typename T>
 IDSELECT_INLINE void weights_any(
     int num_queries, const T* base, int64_t token_stride, int64_t j0, int64_t j1, int64_t D,
     const float* queries, const float* query_norms, const float* norms, float neg_gamma,
-    float* w, int64_t w_stride, bool pairs) {
-  float dots[2][kMaxLookahead];
+    float* w, int64_t w_stride, int tile_tokens) {
+  const int tile = std::min(tile_tokens, kTileTokens<W>);
+  float dots[kMaxTileTokens * kMaxLookahead];
+  const T* x[kMaxTileTokens];
   for (int64_t j = j0; j < j1;) {
-    const int count = pairs && j + 1 < j1 ? 2 : 1;
-    if (count == 2)
-      dots_for_pair<W>(num_queries, base + j * token_stride, base + (j + 1) * token_stride, queries, D, dots[0],
-                       dots[1]);
-    else
-      dots_for_token<W>(num_queries, base + j * token_stride, queries, D, dots[0]);
+    const int count = static_cast<int>(std::min<int64_t>(tile, j1 - j));
+    for (int t = 0; t < count; ++t) x[t] = base + (j + t) * token_stride;
+    dots_for_tokens<W>(count, num_queries, x, queries, D, dots);
     for (int t = 0; t < count; ++t, ++j) {
       for (int m = 0; m < num_queries; ++m) {
-        float c = dots[t][m] / (norms[j] * query_norms[m]);
+        float c = dots[t * kMaxLookahead + m] / (norms[j] * query_norms[m]);
         c = c < -1.f ? -1.f : (c > 1.f ? 1.f : c);  // keeps NaN, like torch.clamp
         const float u = 1.f - c;
         w[m * w_stride + j] = std::exp(neg_gamma * (u * u));
@@ -89,9 +107,9 @@ IDSELECT_INLINE void weights_any(
   TARGET void weights_rows_##LEVEL(int num_queries, const T* base, int64_t token_stride,    \
                                    int64_t j0, int64_t j1, int64_t D, const float* queries, \
                                    const float* query_norms, const float* norms,            \
-                                   float neg_gamma, float* w, int64_t w_stride, bool pairs) { \
+                                   float neg_gamma, float* w, int64_t w_stride, int tile_tokens) { \
     weights_any<W, T>(num_queries, base, token_stride, j0, j1, D, queries, query_norms,     \
-                      norms, neg_gamma, w, w_stride, pairs);                                \
+                      norms, neg_gamma, w, w_stride, tile_tokens);                                \
   }                                                                                         \
   template <typename T>                                                                     \
   TARGET void norms_rows_##LEVEL(const T* base, int64_t token_stride, int64_t j0, int64_t j1, \
@@ -101,6 +119,10 @@ IDSELECT_INLINE void weights_any(
   template <typename T>                                                                     \
   TARGET void to_float_##LEVEL(const T* src, int64_t D, float* dst) {                       \
     for (int64_t d = 0; d < D; ++d) dst[d] = load(src[d]);                                  \
+  }                                                                                         \
+  TARGET int64_t suppress_##LEVEL(float* S, const float* w, const uint8_t* available, int64_t n, \
+                                  float s_pick) {                                           \
+    return suppress_and_pick<W>(S, w, available, n, s_pick);                                \
   }
 IDSELECT_DEFINE_HOT(v4, IDSELECT_TARGET_V4, 16)
 IDSELECT_DEFINE_HOT(v3, IDSELECT_TARGET_V3, 8)
@@ -142,19 +164,20 @@ Isa isa_setting() {
 template <typename T>
 struct HotLoops {
   void (*weights_rows)(int, const T*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                       const float*, float, float*, int64_t, bool);
+                       const float*, float, float*, int64_t, int);
   void (*norms_rows)(const T*, int64_t, int64_t, int64_t, int64_t, float*);
   void (*to_float)(const T*, int64_t, float*);
+  int64_t (*suppress)(float*, const float*, const uint8_t*, int64_t, float);
 };
 
 template <typename T>
 HotLoops<T> hot_loops(Isa isa) {
   switch (isa) {
-    case Isa::kV4: return {weights_rows_v4<T>, norms_rows_v4<T>, to_float_v4<T>};
-    case Isa::kV3: return {weights_rows_v3<T>, norms_rows_v3<T>, to_float_v3<T>};
+    case Isa::kV4: return {weights_rows_v4<T>, norms_rows_v4<T>, to_float_v4<T>, suppress_v4};
+    case Isa::kV3: return {weights_rows_v3<T>, norms_rows_v3<T>, to_float_v3<T>, suppress_v3};
     case Isa::kBaseline: break;
   }
-  return {weights_rows_baseline<T>, norms_rows_baseline<T>, to_float_baseline<T>};
+  return {weights_rows_baseline<T>, norms_rows_baseline<T>, to_float_baseline<T>, suppress_baseline};
 }
 
 // Similarity rows per feature pass: 0 = adaptive (the default), else that many.
@@ -182,7 +205,7 @@ constexpr int kAdaptiveMax = 16;
 // The per-call settings of the environment (read once, on the calling thread).
 struct Settings {
   int fixed_lookahead;  // 0: adaptive
-  bool pairs;           // the two-token dot-product loop
+  int tile_tokens;      // tokens per register tile, at most
 };
 
 // Greedy selection for one batch row; writes k indices to out.
@@ -230,18 +253,15 @@ void select_row(const HotLoops<T>& hot, const Settings& settings, const T* base,
       const int rows = static_cast<int>(std::min<int64_t>(lookahead, k - 1 - step));
       cached[0] = pick;
       num_cached = 1;
-      // Speculate on the best-scored available tokens (ties -> smallest index).
-      while (num_cached < rows) {
-        int64_t cand = -1;
-        float cand_score = -1.f;
-        for (int64_t j = 0; j < n; ++j) {
-          if (!available[j] || S[j] <= cand_score) continue;
-          bool taken = false;
-          for (int c = 1; c < num_cached; ++c) taken |= cached[c] == j;
-          if (!taken) cand = j, cand_score = S[j];
-        }
-        if (cand < 0) break;
-        cached[num_cached++] = cand;
+      // Speculate on the best-scored available tokens, best first (ties -> smallest index): one
+      // sweep keeps them sorted, a later token entering only ahead of strictly lower scores.
+      float cached_score[kMaxLookahead];
+      for (int64_t j = 0; j < n && rows > 1; ++j) {
+        if (!available[j] || (num_cached == rows && S[j] <= cached_score[rows - 1])) continue;
+        int at = num_cached < rows ? num_cached++ : rows - 1;
+        for (; at > 1 && cached_score[at - 1] < S[j]; --at)
+          cached[at] = cached[at - 1], cached_score[at] = cached_score[at - 1];
+        cached[at] = j, cached_score[at] = S[j];
       }
       for (int c = 0; c < num_cached; ++c) {
         hot.to_float(base + cached[c] * token_stride, D, queries.data() + c * D);
@@ -249,7 +269,7 @@ void select_row(const HotLoops<T>& hot, const Settings& settings, const T* base,
       }
       for_tokens(n, D * num_cached, parallel, [&](int64_t j0, int64_t j1) {
         hot.weights_rows(num_cached, base, token_stride, j0, j1, D, queries.data(),
-                     query_norms.data(), norms.data(), neg_gamma, weights.data(), n, settings.pairs);
+                     query_norms.data(), norms.data(), neg_gamma, weights.data(), n, settings.tile_tokens);
       });
       slot = 0;
     }
@@ -257,15 +277,7 @@ void select_row(const HotLoops<T>& hot, const Settings& settings, const T* base,
 
     // Suppress, and find the next pick in the same sweep.
     const float* w = weights.data() + static_cast<int64_t>(slot) * n;
-    const float s_pick = S[pick];
-    best = -1.f;
-    int64_t next = -1;
-    for (int64_t j = 0; j < n; ++j) {
-      const float u = S[j] - w[j] * s_pick;
-      S[j] = u > 0.f ? u : 0.f;  // NaN -> 0
-      if (available[j] && S[j] > best) best = S[j], next = j;
-    }
-    pick = next;  // k <= n guarantees an available token remains
+    pick = hot.suppress(S.data(), w, available.data(), n, S[pick]);  // k <= n: one remains available
   }
 }
 
@@ -293,7 +305,7 @@ at::Tensor select_cpu(const at::Tensor& features_in, const at::Tensor& scores_in
 
   const Isa isa = isa_setting();
   // Read here, on the calling thread: a bad value raises before any work (and never in a helper).
-  const Settings settings{lookahead_setting(), pair_kernel_setting()};
+  const Settings settings{lookahead_setting(), tile_tokens_setting()};
 
   auto run = [&](auto* data) {
     const auto hot = hot_loops<std::remove_pointer_t<decltype(data)>>(isa);

@@ -6,7 +6,6 @@
 #pragma once
 
 constexpr float kEps = 1e-12f;
-constexpr int kQueryGroup = 8;  // queries per compiled dot-product block (larger passes loop over groups)
 
 // Helpers that take or return vectors are always inlined: a call across ISA levels would pass
 // a vector under two different ABIs (register vs memory).
@@ -106,62 +105,22 @@ IDSELECT_INLINE Lanes16<W> load16(const T* p) {
   return v;
 }
 
-// Sum of the 16 lanes in a fixed pairwise order.
-template <int W>
-IDSELECT_INLINE float reduce_lanes(const Lanes16<W>& v) {
-  float lanes[16];
-  std::memcpy(lanes, v.part, sizeof(lanes));
-  float t[8];
-  for (int l = 0; l < 8; ++l) t[l] = lanes[l] + lanes[l + 8];
-  for (int w = 4; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) t[l] = t[l] + t[l + w];
-  return t[0];
-}
-template <int W>
-IDSELECT_INLINE Lanes16<W> sum16(const Lanes16<W>& a, const Lanes16<W>& b) {
-  Lanes16<W> v;
-  for (int p = 0; p < Lanes16<W>::kParts; ++p) v.part[p] = a.part[p] + b.part[p];
-  return v;
-}
-
-// Queries whose accumulators fit the level's registers next to the token's parts: 2 x 16
-// lanes per query, so 8 queries in 32 zmm, 2 in 16 ymm, 1 in 16 xmm. More lookahead rows are
-// done in groups, the token re-read from L1; each query's sum is formed in the same order.
-template <int W>
-constexpr int kQueriesPerPass = W == 16 ? 8 : (W == 8 ? 2 : 1);
-
-// Dot products of one token x[0..D) with M float32 queries q[m*D ..]. Each query's sum is
-// formed in the same order for every M and every grouping (two 16-lane accumulators over
-// 32-element blocks, then a scalar tail), so lookahead cannot change a result.
-template <int W, int M, typename T>
-IDSELECT_INLINE void dot_group(const T* __restrict x, const float* __restrict q, int64_t D,
-                               float* __restrict out) {
-  Lanes16<W> acc0[M], acc1[M];
-#pragma GCC unroll 8
-  for (int m = 0; m < M; ++m) acc0[m] = acc1[m] = zero16<W>();
-  int64_t d = 0;
-  for (; d + 32 <= D; d += 32) {
-    const Lanes16<W> x0 = load16<W>(x + d), x1 = load16<W>(x + d + 16);
-#pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) {
-      add_product(acc0[m], x0, load16<W>(q + m * D + d));
-      add_product(acc1[m], x1, load16<W>(q + m * D + d + 16));
-    }
-  }
-  for (int m = 0; m < M; ++m) {
-    float tail = 0.f;
-    for (int64_t e = d; e < D; ++e) tail += load(x[e]) * q[m * D + e];
-    out[m] = reduce_lanes(sum16(acc0[m], acc1[m])) + tail;
-  }
-}
-
-template <int W, int M, typename T>
-IDSELECT_INLINE void dot_many(const T* __restrict x, const float* __restrict q, int64_t D,
-                              float* __restrict out) {
-  constexpr int G = M < kQueriesPerPass<W> ? M : kQueriesPerPass<W>;
-  int m = 0;
-  for (; m + G <= M; m += G) dot_group<W, G>(x, q + m * D, D, out + m);
-  if constexpr (M % G != 0) dot_group<W, M % G>(x, q + m * D, D, out + m);
+// The order of every sum of products over D (dot products and norms), the same at every level:
+// the elements below the last multiple of 32 form 32 chains, element d in chain d % 32, each
+// chain adding its products block by block in order; reduce_chains then adds the 32 chain sums
+// in a fixed tree, and the tail (the D % 32 elements past them) is added last, in order. Chains
+// are independent, so any level may sweep them in parts of its native width.
+IDSELECT_INLINE float reduce_chains(const float* chains) {
+  // Four-lane vectors (every level has them): element-wise adds round like the scalar tree
+  // t[l] = c[l] + c[l + 16], then t[l] + t[l + 8], t[l] + t[l + 4], t[l] + t[l + 2], t[0] + t[1].
+  typedef float f4 __attribute__((vector_size(16)));
+  f4 c[8];
+  std::memcpy(c, chains, sizeof(c));
+  const f4 t0 = c[0] + c[4], t1 = c[1] + c[5], t2 = c[2] + c[6], t3 = c[3] + c[7];  // l = 0..15
+  const f4 v0 = t0 + t2, v1 = t1 + t3;  // l = 0..7: t[l] + t[l + 8]
+  const f4 w = v0 + v1;                 // l = 0..3: + [l + 4]
+  const float x0 = w[0] + w[2], x1 = w[1] + w[3];       // l = 0, 1: + [l + 2]
+  return x0 + x1;
 }
 
 // NaN-propagating max(norm, eps), as torch.clamp_min does.
@@ -169,92 +128,141 @@ IDSELECT_INLINE float clamp_norm(float n) { return n < kEps ? kEps : n; }
 
 template <int W, typename T>
 IDSELECT_INLINE float token_norm(const T* __restrict x, int64_t D) {
-  Lanes16<W> acc0 = zero16<W>(), acc1 = zero16<W>();
+  Lanes16<W> acc0 = zero16<W>(), acc1 = zero16<W>();  // chains 0..15 and 16..31
   int64_t d = 0;
   for (; d + 32 <= D; d += 32) {
     const Lanes16<W> x0 = load16<W>(x + d), x1 = load16<W>(x + d + 16);
     add_product(acc0, x0, x0);
     add_product(acc1, x1, x1);
   }
+  float chains[32];
+  std::memcpy(chains, acc0.part, 16 * sizeof(float));
+  std::memcpy(chains + 16, acc1.part, 16 * sizeof(float));
   float tail = 0.f;
   for (int64_t e = d; e < D; ++e) tail += load(x[e]) * load(x[e]);
-  return clamp_norm(std::sqrt(reduce_lanes(sum16(acc0, acc1)) + tail));
+  return clamp_norm(std::sqrt(reduce_chains(chains) + tail));
 }
 
-// Dot products of token x with queries [0, num_queries): full groups of kQueryGroup, then the
-// rest, each by dot_many (the token stays in L1 between groups; sums do not depend on grouping).
-template <int W, typename T>
-IDSELECT_INLINE void dots_for_token(int num_queries, const T* __restrict x, const float* __restrict q, int64_t D,
-                                    float* __restrict out) {
-  int g = 0;
-  for (; g + kQueryGroup <= num_queries; g += kQueryGroup) dot_many<W, kQueryGroup>(x, q + g * D, D, out + g);
-  switch (num_queries - g) {
-#define IDSELECT_CASE(M) \
-  case M:                \
-    return dot_many<W, M>(x, q + g * D, D, out + g);
-    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
-    IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7)
-#undef IDSELECT_CASE
-    default: return;
-  }
-}
-
-// Queries per pass of the two-token kernel (dot_pair): each query's row is loaded once for two
-// tokens, so a product costs fewer loads (the one-token loop is load-bound). Sized to the
-// registers: v4 2 x 8 zmm accumulators; v3 2 x 3 x 2 ymm (3 measured 10-15% faster than 2);
-// baseline 2 x 1 x 4 xmm.
+// Dot products of a tile of tokens with the pass's query rows: the GEMM-like register tile of
+// the similarity rows. Each product of a token part and a query part is one native vector
+// multiply and add into one register per (token, query) pair, so a tile of T tokens and M
+// queries does T x M multiply-adds for T + M loads (a one-token loop: 2 loads per multiply-add;
+// loads, not arithmetic, bound it, issue 20). The chains are swept in parts of the native width
+// W (32 / W sweeps over the same D chunk, re-read from L1), D in chunks of kChunk elements so
+// that the tile's rows stay in L1 at any width. Sized to the registers, T x M accumulators next
+// to T token parts and a query part: v4 6 x 4 of 32 zmm, v3 and baseline 3 x 3 of 16 ymm / xmm.
 template <int W>
-constexpr int kPairQueries = W == 16 ? 8 : (W == 8 ? 3 : 1);
+constexpr int kTileTokens = W == 16 ? 6 : 3;
+template <int W>
+constexpr int kTileQueries = W == 16 ? 4 : 3;
+constexpr int kMaxTileTokens = 6;
+constexpr int64_t kChunk = 1024;  // elements of D per sweep (a multiple of 32)
+static_assert(kChunk % 32 == 0, "a chunk holds whole 32-element blocks");
 
-// Dot products of two tokens xa, xb with M queries. Each sum is split into its two halves, the
-// elements [32b, 32b + 16) and [32b + 16, 32b + 32) of every 32-block b, swept one after the
-// other: a half's 16 lanes add the same products in the same order as dot_group's acc0 / acc1,
-// then the same reduction and tail, so the results are dot_group's bits.
-template <int W, int M, typename T>
-IDSELECT_INLINE void dot_pair(const T* __restrict xa, const T* __restrict xb, const float* __restrict q,
-                              int64_t D, float* __restrict out_a, float* __restrict out_b) {
-  Lanes16<W> halves[2][2][M];  // [half][token][query]
-  const int64_t full = D - D % 32;
-  for (int h = 0; h < 2; ++h) {
-    Lanes16<W> acc_a[M], acc_b[M];
+// Adds the products of chunk [c0, c1) of D (c1 - c0 a multiple of 32) to the chains of T
+// tokens x[t] and M queries q[m * D]; chains of pair (t, m) at chains[t * chain_stride + m * 32].
+// The first chunk starts the chains at zero.
+template <int W, int T, int M, typename F>
+IDSELECT_INLINE void sweep_tile(const F* const* __restrict x, const float* __restrict q, int64_t D, int64_t c0,
+                                int64_t c1, float* __restrict chains, int64_t chain_stride) {
+  typedef typename VecTypes<W>::f V;
+  for (int p = 0; p < 32; p += W) {
+    V acc[T][M];
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) acc_a[m] = acc_b[m] = zero16<W>();
-    for (int64_t d = 16 * h; d < full; d += 32) {
-      const Lanes16<W> a = load16<W>(xa + d), b = load16<W>(xb + d);
+    for (int t = 0; t < T; ++t)
 #pragma GCC unroll 8
       for (int m = 0; m < M; ++m) {
-        const Lanes16<W> qm = load16<W>(q + m * D + d);
-        add_product(acc_a[m], a, qm);
-        add_product(acc_b[m], b, qm);
+        if (c0 == 0) acc[t][m] = V{};
+        else std::memcpy(&acc[t][m], chains + t * chain_stride + m * 32 + p, sizeof(V));
+      }
+    for (int64_t d = c0 + p; d < c1; d += 32) {
+      V xt[T];
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) xt[t] = load_part<W>(x[t] + d);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const V qm = load_part<W>(q + m * D + d);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) acc[t][m] += xt[t] * qm;
       }
     }
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) halves[h][0][m] = acc_a[m], halves[h][1][m] = acc_b[m];
-  }
-  for (int m = 0; m < M; ++m) {
-    float tail_a = 0.f, tail_b = 0.f;
-    for (int64_t e = full; e < D; ++e) tail_a += load(xa[e]) * q[m * D + e];
-    for (int64_t e = full; e < D; ++e) tail_b += load(xb[e]) * q[m * D + e];
-    out_a[m] = reduce_lanes(sum16(halves[0][0][m], halves[1][0][m])) + tail_a;
-    out_b[m] = reduce_lanes(sum16(halves[0][1][m], halves[1][1][m])) + tail_b;
+    for (int t = 0; t < T; ++t)
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) std::memcpy(chains + t * chain_stride + m * 32 + p, &acc[t][m], sizeof(V));
   }
 }
 
-// dot_pair for queries [0, num_queries), in groups of kPairQueries.
-template <int W, typename T>
-IDSELECT_INLINE void dots_for_pair(int num_queries, const T* xa, const T* xb, const float* q, int64_t D,
-                                   float* out_a, float* out_b) {
-  constexpr int G = kPairQueries<W>;
-  int g = 0;
-  for (; g + G <= num_queries; g += G) dot_pair<W, G>(xa, xb, q + g * D, D, out_a + g, out_b + g);
-  switch (num_queries - g) {
-#define IDSELECT_CASE(M) \
-  case M:                \
-    if constexpr (M < G) dot_pair<W, M>(xa, xb, q + g * D, D, out_a + g, out_b + g); \
-    return;
-    IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4)
-    IDSELECT_CASE(5) IDSELECT_CASE(6) IDSELECT_CASE(7)
+// Dot products of T tokens x[t] with queries [0, num_queries): out[t * kMaxLookahead + m].
+// The query rows go in groups of the level's M, the last group smaller; each sum has the order
+// above whatever the tile or group, so a result does not depend on the lookahead or the tile.
+template <int W, int T, typename F>
+IDSELECT_INLINE void dots_for_tile(int num_queries, const F* const* x, const float* q, int64_t D, float* out) {
+  constexpr int M = kTileQueries<W>;
+  alignas(64) float chains[T * kMaxLookahead * 32];
+  const int64_t chain_stride = static_cast<int64_t>(num_queries) * 32;
+  const int64_t full = D - D % 32;
+  if (full == 0) std::memset(chains, 0, sizeof(chains));
+  for (int64_t c0 = 0; c0 < full; c0 += kChunk) {
+    const int64_t c1 = std::min(full, c0 + kChunk);
+    int g = 0;
+    for (; g + M <= num_queries; g += M) sweep_tile<W, T, M>(x, q + g * D, D, c0, c1, chains + g * 32, chain_stride);
+    switch (num_queries - g) {
+#define IDSELECT_CASE(R)                                                                             \
+  case R:                                                                                            \
+    if constexpr (R < M) sweep_tile<W, T, R>(x, q + g * D, D, c0, c1, chains + g * 32, chain_stride); \
+    break;
+      IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3)
 #undef IDSELECT_CASE
-    default: return;
+      default: break;
+    }
   }
+  for (int t = 0; t < T; ++t)
+    for (int m = 0; m < num_queries; ++m) {
+      float tail = 0.f;
+      for (int64_t e = full; e < D; ++e) tail += load(x[t][e]) * q[m * D + e];
+      out[t * kMaxLookahead + m] = reduce_chains(chains + t * chain_stride + m * 32) + tail;
+    }
+}
+
+// One greedy step's suppression and the next pick, in one sweep: S[j] = max(S[j] - w[j] s, 0)
+// (NaN -> 0) for every token, and the first available token of the largest S (-1 if none).
+// Element-wise in native vectors (a multiply, then a subtract: the scalar roundings); each lane
+// keeps the first index of its best, so the lanes' best, ties to the smallest index, is the
+// scalar sweep's pick. The tokens past the last full vector follow in order.
+template <int W>
+IDSELECT_INLINE int64_t suppress_and_pick(float* __restrict S, const float* __restrict w,
+                                          const uint8_t* __restrict available, int64_t n, float s_pick) {
+  typedef typename VecTypes<W>::f V;
+  typedef typename VecTypes<W>::i I;
+  typedef uint8_t B __attribute__((vector_size(W)));
+  const V zero = V{}, none = zero - 1.f;
+  V best_v = none;
+  I best_j = I{} - 1, lane_j;
+  for (int l = 0; l < W; ++l) lane_j[l] = l;
+  int64_t j = 0;
+  for (; j + W <= n && j + W <= INT32_MAX; j += W) {
+    const V u = load_part<W>(S + j) - load_part<W>(w + j) * s_pick;
+    const V s = (V)((I)u & (I)(u > zero));
+    std::memcpy(S + j, &s, sizeof(s));
+    B bytes;
+    std::memcpy(&bytes, available + j, sizeof(bytes));
+    const I open = __builtin_convertvector(bytes, I) != 0;
+    const V candidate = (V)(((I)s & open) | ((I)none & ~open));
+    const I better = candidate > best_v;
+    best_v = (V)(((I)candidate & better) | ((I)best_v & ~better));
+    best_j = (lane_j & better) | (best_j & ~better);
+    lane_j += W;
+  }
+  float best = -1.f;
+  int64_t next = -1;
+  for (int l = 0; l < W; ++l)  // lanes still at -1 saw no available token
+    if (best_v[l] > best || (best_v[l] == best && best_v[l] > -1.f && best_j[l] < next))
+      best = best_v[l], next = best_j[l];
+  for (; j < n; ++j) {
+    const float u = S[j] - w[j] * s_pick;
+    S[j] = u > 0.f ? u : 0.f;
+    if (available[j] && S[j] > best) best = S[j], next = j;
+  }
+  return next;
 }

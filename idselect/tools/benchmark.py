@@ -157,8 +157,8 @@ KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_stream": "stream"}
 #: Backends that run the CPU kernel's hot loops at one x86-64 level (read on every call).
 CPU_ISA_ENV = {"native_v4": "v4", "native_v3": "v3", "native_baseline": "baseline"}
 _LEVEL_OF = {"x86-64-v4": "v4", "x86-64-v3": "v3", "baseline": "baseline"}
-#: Backends that run the CPU kernel with its one-token dot-product loop (IDSELECT_CPU_PAIRS=0),
-#: at the default level or at v3: the loop before the two-token one, for comparison in one run.
+#: Backends that run the CPU kernel with one token per register tile (IDSELECT_CPU_TILE_TOKENS=1),
+#: at the default level or at v3: a one-token dot-product loop, for comparison in one run.
 CPU_LOOP_ENV = {"native_onetoken": None, "native_v3_onetoken": "v3"}
 
 
@@ -276,7 +276,7 @@ def run(
         with scoped_env({"IDSELECT_CPU_LOOKAHEAD": None if lookahead is None else str(lookahead),
                          "IDSELECT_CUDA_PATH": KERNEL_PATH_ENV.get(backend),
                          "IDSELECT_CPU_ISA": CPU_ISA_ENV.get(backend, CPU_LOOP_ENV.get(backend)),
-                         "IDSELECT_CPU_PAIRS": "0" if backend in CPU_LOOP_ENV else None}):
+                         "IDSELECT_CPU_TILE_TOKENS": "1" if backend in CPU_LOOP_ENV else None}):
             stats = summarize(time_ms(fn, repeats, device))
         name = backend if lookahead is None else f"native_lookahead{lookahead}"
         rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
