@@ -160,11 +160,13 @@ constexpr int64_t kChunk = 1024;  // elements of D per sweep (a multiple of 32)
 static_assert(kChunk % 32 == 0, "a chunk holds whole 32-element blocks");
 
 // Adds the products of chunk [c0, c1) of D (c1 - c0 a multiple of 32) to the chains of T
-// tokens x[t] and M queries q[m * D]; chains of pair (t, m) at chains[t * chain_stride + m * 32].
-// The first chunk starts the chains at zero.
-template <int W, int T, int M, typename F>
-IDSELECT_INLINE void sweep_tile(const F* const* __restrict x, const float* __restrict q, int64_t D, int64_t c0,
-                                int64_t c1, float* __restrict chains, int64_t chain_stride) {
+// tokens and M queries q[m * D]; chains of pair (t, m) at chains[t * chain_stride + m * 32].
+// Token t's element d is x[t][d - c0 + x_base] (x_base = c0: the features; 0: a converted
+// chunk). The first chunk starts the chains at zero.
+template <int W, int T, int M>
+IDSELECT_INLINE void sweep_tile(const float* const* __restrict x, const float* __restrict q, int64_t D,
+                                int64_t x_base, int64_t c0, int64_t c1, float* __restrict chains,
+                                int64_t chain_stride) {
   typedef typename VecTypes<W>::f V;
   for (int p = 0; p < 32; p += W) {
     V acc[T][M];
@@ -178,7 +180,7 @@ IDSELECT_INLINE void sweep_tile(const F* const* __restrict x, const float* __res
     for (int64_t d = c0 + p; d < c1; d += 32) {
       V xt[T];
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) xt[t] = load_part<W>(x[t] + d);
+      for (int t = 0; t < T; ++t) xt[t] = load_part<W>(x[t] + (d - c0 + x_base));
 #pragma GCC unroll 8
       for (int m = 0; m < M; ++m) {
         const V qm = load_part<W>(q + m * D + d);
@@ -203,14 +205,34 @@ IDSELECT_INLINE void dots_for_tile(int num_queries, const F* const* x, const flo
   const int64_t chain_stride = static_cast<int64_t>(num_queries) * 32;
   const int64_t full = D - D % 32;
   if (full == 0) std::memset(chains, 0, sizeof(chains));
+  // 16-bit tokens are converted once per chunk (exactly) into float rows for all query groups.
+  constexpr bool kConvert = !std::is_same_v<F, float>;
+  alignas(64) float converted[kConvert ? T * kChunk : 1];
+  const float* rows[T];
   for (int64_t c0 = 0; c0 < full; c0 += kChunk) {
     const int64_t c1 = std::min(full, c0 + kChunk);
+    const float* const* xs;
+    int64_t base = c0;  // where the chunk starts in the rows that xs points to
+    if constexpr (kConvert) {
+      for (int t = 0; t < T; ++t) {
+        for (int64_t d = c0; d < c1; d += 16) {
+          const Lanes16<W> v = load16<W>(x[t] + d);
+          std::memcpy(converted + t * kChunk + (d - c0), v.part, sizeof(v.part));
+        }
+        rows[t] = converted + t * kChunk;
+      }
+      xs = rows;
+      base = 0;
+    } else {
+      xs = x;
+    }
     int g = 0;
-    for (; g + M <= num_queries; g += M) sweep_tile<W, T, M>(x, q + g * D, D, c0, c1, chains + g * 32, chain_stride);
+    for (; g + M <= num_queries; g += M)
+      sweep_tile<W, T, M>(xs, q + g * D, D, base, c0, c1, chains + g * 32, chain_stride);
     switch (num_queries - g) {
-#define IDSELECT_CASE(R)                                                                             \
-  case R:                                                                                            \
-    if constexpr (R < M) sweep_tile<W, T, R>(x, q + g * D, D, c0, c1, chains + g * 32, chain_stride); \
+#define IDSELECT_CASE(R)                                                                                     \
+  case R:                                                                                                    \
+    if constexpr (R < M) sweep_tile<W, T, R>(xs, q + g * D, D, base, c0, c1, chains + g * 32, chain_stride); \
     break;
       IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3)
 #undef IDSELECT_CASE
