@@ -37,7 +37,9 @@ def cases():
                               (5, 64, 33, 64, torch.float16), (1, 300, 4096, 40, torch.bfloat16),
                               (7, 50, 31, 9, torch.float32), (2, 9, 1, 9, torch.float16),
                               # D over two chunks of the tile sweep (1024) and a partial third
-                              (1, 97, 2080, 33, torch.float32)]:
+                              (1, 97, 2080, 33, torch.float32),
+                              # over 8 MiB of features: adaptive passes of 8 to 32 rows
+                              (1, 600, 4096, 48, torch.float32)]:
         feats = torch.randn(B, N, D, generator=g).to(dtype)
         feats[0, 1] = feats[0, 0]  # an exact duplicate: suppressed to 0 when picked
         scores = torch.rand(B, N, generator=g)
@@ -50,7 +52,7 @@ def cases():
     yield feats[None], torch.rand(1, 400, generator=g), 120, None
 
 
-@pytest.mark.parametrize("case_index", range(8))
+@pytest.mark.parametrize("case_index", range(9))
 def test_every_level_lookahead_and_thread_count_gives_the_same_bits(setting, case_index):
     feats, scores, k, lengths = list(cases())[case_index]
     setting()

@@ -198,8 +198,15 @@ int lookahead_setting() {
 // kAdaptiveMax); a pass cut short by a pick outside its rows sizes the next one to the steps it
 // served, plus one. Features whose picks follow the scores (little suppression) get few passes;
 // clustered ones, where suppression reorders the candidates, waste few speculative rows.
+// A row whose features are large (over kBigRowBytes, several times a core's L2) makes every pass
+// a read from L3 or memory, so its passes start at 8 rows and grow to 32 (N = 2880, D = 4096 at v4:
+// 10.3 -> 9.0 ms; the same at 576 tokens of width 4096: 1.19 -> 1.06 ms; bench/NOTES.md).
 constexpr int kAdaptiveStart = 4;
 constexpr int kAdaptiveMax = 16;
+constexpr int kAdaptiveStartBig = 8;
+constexpr int kAdaptiveMaxBig = 32;
+constexpr int64_t kBigRowBytes = int64_t(8) << 20;
+static_assert(kAdaptiveMaxBig <= kMaxLookahead, "adaptive passes fit the lookahead buffers");
 
 
 // The per-call settings of the environment (read once, on the calling thread).
@@ -221,9 +228,10 @@ void select_row(const HotLoops<T>& hot, const Settings& settings, const T* base,
              [&](int64_t j0, int64_t j1) { hot.norms_rows(base, token_stride, j0, j1, D, norms.data()); });
 
   const int fixed_lookahead = settings.fixed_lookahead;
-  const int ceiling = kAdaptiveMax;
+  const bool big = n * D * static_cast<int64_t>(sizeof(T)) > kBigRowBytes;
+  const int ceiling = big ? kAdaptiveMaxBig : kAdaptiveMax;
   const int max_rows = fixed_lookahead > 0 ? fixed_lookahead : ceiling;
-  int lookahead = fixed_lookahead > 0 ? fixed_lookahead : std::min(kAdaptiveStart, ceiling);
+  int lookahead = fixed_lookahead > 0 ? fixed_lookahead : (big ? kAdaptiveStartBig : kAdaptiveStart);
   std::vector<float> weights(static_cast<size_t>(max_rows) * n);
   std::vector<float> queries(static_cast<size_t>(max_rows) * D);
   std::vector<float> query_norms(max_rows);
