@@ -42,6 +42,7 @@ assert "cpu" in idselect.native_backends(), idselect.native_backends()
 print("sanitize: testing", idselect.__file__)
 PY
 
-echo "=== sanitize: tests/test_select.py tests/test_properties.py tests/test_errors.py"
+echo "=== sanitize: tests/test_select.py tests/test_properties.py tests/test_errors.py tests/test_cpu_kernel.py"
 "$PYTHON" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" \
-  "$ROOT/tests/test_select.py" "$ROOT/tests/test_properties.py" "$ROOT/tests/test_errors.py"
+  "$ROOT/tests/test_select.py" "$ROOT/tests/test_properties.py" "$ROOT/tests/test_errors.py" \
+  "$ROOT/tests/test_cpu_kernel.py"

@@ -53,13 +53,14 @@ def cuda_grid(quick: bool):
     path when IDSELECT_CUDA_KERNEL=0 was set before the run or the build has no CUDA kernel."""
     main = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
             Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16")]
-    paths = ["native", "kernel_gram", "kernel_stream", "device_path", "eager", "reference"]
+    paths = ["native", "kernel_gram", "kernel_gram_tuned", "kernel_stream", "device_path", "eager", "reference"]
     if quick:
         return [(main[:1], ["native", "device_path", "eager"], [None])]
     fp32 = [Case(1, 576, 1024, 64, "float32")]
     by_n = [Case(1, n, 4096, 64, "bfloat16") for n in (144, 1152, 2304, 4608)]
     by_k = [Case(1, 2880, 4096, k, "bfloat16") for k in (16, 64, 144, 576, 1440)]
-    return [(main + fp32, paths, [None]), (by_n + by_k, ["native", "kernel_gram", "kernel_stream", "device_path", "eager"], [None])]
+    return [(main + fp32, paths, [None]),
+            (by_n + by_k, ["native", "kernel_gram", "kernel_gram_tuned", "kernel_stream", "device_path", "eager"], [None])]
 
 
 def plot(records, path):

@@ -6,7 +6,8 @@
 #
 #   1. device facts            2. build the extension (nvcc, sm_90)
 #   3. correctness: every CUDA path vs the reference (compiled kernel, default device path,
-#      graph capture), then the shared suites on CUDA
+#      graph capture; the Gram path also with its opt-in review-v2 variants, IDSELECT_CUDA_TUNED=1,
+#      which must give the verified path's bits), then the shared suites on CUDA
 #   4. op benchmark at the four goal shapes, every path side by side; 4b. the same shapes
 #      kernel by kernel (torch.profiler: norms, Gram, greedy, streaming)
 #   5. end to end, LLaVA-1.5-7B shape (bf16, random weights): batch 1 and 8, unpruned vs keep
@@ -17,8 +18,9 @@
 # Measured on an H100 (2026-11-26, fb7bc26; bench/results/gpu_session_fb7bc26): device 7 s,
 # build 28 s, tests 23 + 35 s, benchmark 16 s, LLaVA-1.5 end to end 73 s, memcheck 5 s,
 # racecheck 100 s, synccheck 5 s, initcheck 4 s, LLaVA-NeXT 64 s, Qwen2.5-VL 63 s; with the
-# profile (new, ~20 s) about 450 s of the 530 s deadline. The machine's start adds ~30 s to
-# the lease. The step limits cap a step that hangs.
+# profile (new, ~20 s) about 450 s of the 530 s deadline; the tuned variants (gram_tuned in the
+# tests, the benchmark, the profile and every sanitizer) add an estimated 50 s, so step 7 may be
+# cut. The machine's start adds ~30 s to the lease. The step limits cap a step that hangs.
 #
 #     bash bench/gpu_session.sh              # on the GPU machine (OUT set by the device tool)
 #     bash bench/gpu_session.sh --rehearse   # on a CPU machine: tiny shapes, CPU device, no nvcc
@@ -140,7 +142,7 @@ fi
 # 6. compute-sanitizer on small cases (H100, fb7bc26: memcheck 5 s, racecheck 100 s,
 #    synccheck 5 s, initcheck 4 s).
 if [ $REHEARSE = 0 ]; then
-  for tool_limit in memcheck:30 racecheck:150 synccheck:30 initcheck:30; do
+  for tool_limit in memcheck:40 racecheck:190 synccheck:40 initcheck:40; do
     tool=${tool_limit%%:*}
     run "compute-sanitizer --tool $tool" "${tool_limit##*:}" "sanitizer_$tool.log" \
       compute-sanitizer --tool "$tool" --error-exitcode 9 $PY bench/sanitize_cases.py

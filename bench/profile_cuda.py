@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import idselect  # noqa: E402
-from idselect.tools.benchmark import Case, device_name, env_setting, make_inputs  # noqa: E402
+from idselect.tools.benchmark import Case, device_name, scoped_env, make_inputs  # noqa: E402
 
 GOALS = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
          Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16"),
@@ -45,7 +45,8 @@ def kernel_times_us(fn, device: str, calls: int) -> dict:
                 continue
             # a kernel's own span on the device; on the CPU (rehearsal) self time, as ops nest
             us = event.time_range.elapsed_us() if device == "cuda" else event.self_cpu_time_total
-            name = event.name.split("(")[0][:80]
+            # kernels of an anonymous namespace: "void ns::(anonymous namespace)::name<...>(...)"
+            name = event.name.replace("(anonymous namespace)::", "").split("(")[0][:80]
             totals[name] = totals.get(name, 0.0) + us
         for name, us in totals.items():
             per_kernel.setdefault(name, []).append(us)
@@ -63,12 +64,15 @@ def main(argv=None) -> int:
     if device == "cuda" and idselect.backend_for("cuda") != "native":
         print("the compiled CUDA kernel is not loaded: nothing to profile", file=sys.stderr)
         return 1
-    paths = ["gram", "stream"] if device == "cuda" else ["auto"]
+    # gram_tuned: the Gram path's opt-in review-v2 variants (IDSELECT_CUDA_TUNED=1).
+    paths = ["gram", "gram_tuned", "stream"] if device == "cuda" else ["auto"]
     rows = []
     for case in (SMALL if args.small else GOALS):
         features, scores = make_inputs(case, args.device)
         for path in paths:
-            with env_setting("IDSELECT_CUDA_PATH", path if device == "cuda" else None):
+            settings = {"IDSELECT_CUDA_PATH": path.removesuffix("_tuned"),
+                        "IDSELECT_CUDA_TUNED": "1" if path.endswith("_tuned") else "0"}
+            with scoped_env(settings if device == "cuda" else {}):
                 kernels = kernel_times_us(
                     lambda: torch.ops.idselect.select(features, scores, case.k, case.gamma), device, args.calls)
             total = sum(kernels.values())

@@ -1,6 +1,6 @@
 """Small CUDA cases covering every CUDA path, for compute-sanitizer (memcheck, racecheck,
 synccheck): the Gram path (tensor-core tiles for bf16/fp16, FMA tiles for fp32, partial
-tiles, row groups), the greedy kernel alone (k = 1), the streaming path (cluster-split rows
+tiles, row groups; also with its review-v2 variants, IDSELECT_CUDA_TUNED=1), the greedy kernel alone (k = 1), the streaming path (cluster-split rows
 at B = 1, one CTA per row at large B, fewer tokens than CTAs), the batched tensor-op default
 path; ragged and bad lengths, hostile values, unaligned widths (scalar loads).
 Exits non-zero if a result breaks the contract (k distinct valid indices per row).
@@ -25,6 +25,7 @@ CASES = [  # B, N, D, k, dtype, lengths
     (300, 97, 33, 20, torch.float32, None),  # one CTA per row, scalar loads
     (5, 200, 64, 50, torch.bfloat16, torch.tensor([200, 3, -4, 5000, 199])),  # bad lengths
     (3, 70, 24, 1, torch.float16, None),  # k = 1: argmax only
+    (40, 400, 64, 40, torch.bfloat16, None),  # 1120 Gram tiles: a CTA reuses its shared memory
 ]
 
 
@@ -43,13 +44,15 @@ def run_case(select, B, N, D, k, dtype, lengths, g):
 def main():
     assert idselect.backend_for("cuda") == "native", "the compiled CUDA kernel did not load"
     g = torch.Generator().manual_seed(0)
-    for path in ("gram", "stream", "auto"):
-        os.environ["IDSELECT_CUDA_PATH"] = path
+    for path in ("gram", "gram_tuned", "stream", "auto"):
+        os.environ["IDSELECT_CUDA_PATH"] = path.removesuffix("_tuned")
+        os.environ["IDSELECT_CUDA_TUNED"] = "1" if path.endswith("_tuned") else "0"
         for case in CASES:
             run_case(torch.ops.idselect.select, *case, g)
         torch.cuda.synchronize()
         print(f"path {path}: ok", flush=True)
     os.environ.pop("IDSELECT_CUDA_PATH")
+    os.environ.pop("IDSELECT_CUDA_TUNED")
     for case in CASES[:3]:
         run_case(device_path.select, *case, g)
     torch.cuda.synchronize()

@@ -23,6 +23,10 @@ from . import device_path, reference
 from ._checks import check_select_args
 
 SCHEMA = "select(Tensor features, Tensor scores, int k, float gamma=20.0, Tensor? lengths=None) -> Tensor"
+#: A test hook, CUDA only (registered with the compiled CUDA kernel): the Gram path's norms
+#: [B, N] and weights [B, N, N] for features [B, N, D], as select computes them (honouring
+#: IDSELECT_CUDA_TUNED), so tests can compare the kernels' variants bit for bit.
+GRAM_WEIGHTS_SCHEMA = "_gram_weights(Tensor features, float gamma) -> (Tensor, Tensor)"
 
 #: "0" before ``import idselect`` keeps the compiled CUDA kernel unregistered, so that CUDA
 #: tensors take the batched tensor-op path; unset or "1" registers it (read by
@@ -46,6 +50,7 @@ cuda_kernel_disabled()  # a bad value fails here, before the schema is defined o
 
 _lib = torch.library.Library("idselect", "DEF")
 _lib.define(SCHEMA)
+_lib.define(GRAM_WEIGHTS_SCHEMA)
 
 _native_error: Optional[str] = None
 try:

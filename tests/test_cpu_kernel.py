@@ -39,7 +39,10 @@ def cases():
                               # D over two chunks of the tile sweep (1024) and a partial third
                               (1, 97, 2080, 33, torch.float32),
                               # over 8 MiB of features: adaptive passes of 8 to 32 rows
-                              (1, 600, 4096, 48, torch.float32)]:
+                              (1, 600, 4096, 48, torch.float32),
+                              # 16-bit chunks converted per 1024 elements, with a tail; fewer
+                              # tokens than a tile, every one picked
+                              (2, 40, 2080, 30, torch.bfloat16), (3, 5, 40, 5, torch.float16)]:
         feats = torch.randn(B, N, D, generator=g).to(dtype)
         feats[0, 1] = feats[0, 0]  # an exact duplicate: suppressed to 0 when picked
         scores = torch.rand(B, N, generator=g)
@@ -52,7 +55,7 @@ def cases():
     yield feats[None], torch.rand(1, 400, generator=g), 120, None
 
 
-@pytest.mark.parametrize("case_index", range(9))
+@pytest.mark.parametrize("case_index", range(11))
 def test_every_level_lookahead_and_thread_count_gives_the_same_bits(setting, case_index):
     feats, scores, k, lengths = list(cases())[case_index]
     setting()

@@ -1,5 +1,6 @@
 """CUDA-only checks of every CUDA path: the compiled kernel's Gram and streaming paths
-(IDSELECT_CUDA_PATH, read per call) and the batched tensor-op default (idselect.device_path),
+(IDSELECT_CUDA_PATH, read per call), the Gram path's opt-in review-v2 variants
+(IDSELECT_CUDA_TUNED=1) and the batched tensor-op path (idselect.device_path),
 each against the reference with the near-tie rule. The shared tests in test_select.py,
 test_errors.py and test_properties.py also run on CUDA through whichever backend serves it.
 
@@ -15,7 +16,8 @@ from test_select import clustered_features, random_case
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-KERNEL_PATHS = ["auto", "gram", "stream"]
+# gram_tuned: the Gram path with the review-v2 variants (IDSELECT_CUDA_TUNED=1, opt-in).
+KERNEL_PATHS = ["auto", "gram", "gram_tuned", "stream"]
 ALL_PATHS = KERNEL_PATHS + ["device_path"]
 
 
@@ -24,20 +26,25 @@ def needs_kernel():
         pytest.skip("the compiled CUDA kernel is not loaded (IDSELECT_CUDA_KERNEL=0, or built without nvcc)")
 
 
+def use_kernel_path(monkeypatch, path):
+    monkeypatch.setenv("IDSELECT_CUDA_PATH", path.removesuffix("_tuned"))
+    monkeypatch.setenv("IDSELECT_CUDA_TUNED", "1" if path.endswith("_tuned") else "0")
+
+
 @pytest.fixture(params=ALL_PATHS)
 def select(request, monkeypatch):
     """torch.ops.idselect.select on CUDA along one path."""
     if request.param == "device_path":
         return device_path.select
     needs_kernel()
-    monkeypatch.setenv("IDSELECT_CUDA_PATH", request.param)
+    use_kernel_path(monkeypatch, request.param)
     return torch.ops.idselect.select
 
 
 @pytest.fixture(params=KERNEL_PATHS)
 def kernel_select(request, monkeypatch):
     needs_kernel()
-    monkeypatch.setenv("IDSELECT_CUDA_PATH", request.param)
+    use_kernel_path(monkeypatch, request.param)
     return torch.ops.idselect.select
 
 
@@ -222,4 +229,60 @@ def test_bad_path_request_is_an_error(monkeypatch):
     needs_kernel()
     monkeypatch.setenv("IDSELECT_CUDA_PATH", "fastest")
     with pytest.raises(ValueError, match="IDSELECT_CUDA_PATH"):
+        torch.ops.idselect.select(torch.randn(1, 5, 4, device="cuda"), torch.rand(1, 5, device="cuda"), 2)
+
+
+def tuned_cases():
+    g = torch.Generator().manual_seed(21)
+    cases = []
+    for B, N, D, k, dtype in [(1, 576, 4096, 64, torch.bfloat16), (3, 700, 1000, 200, torch.float16),
+                              (2, 130, 77, 130, torch.bfloat16), (4, 64, 4096, 17, torch.float32),
+                              (1, 2880, 1024, 288, torch.bfloat16), (2, 8192, 64, 40, torch.float16)]:
+        feats = torch.randn(B, N, D, generator=g).to(dtype)
+        cases.append((feats.cuda(), torch.rand(B, N, generator=g).cuda(), k))
+        cases.append((clustered_features(B, N, D, 5, g).to(dtype).cuda(), torch.rand(B, N, generator=g).cuda(), k))
+    cases.append((cases[0][0][..., 1:4095], cases[0][1], 64))  # unaligned rows: the scalar loads
+    return cases
+
+
+def test_tuned_gram_norms_and_weights_are_the_same_bits(monkeypatch):
+    """The review-v2 variants (G4 prefetched stages and shared norms, G6 one-pass norms) move
+    values differently, never compute them differently: the Gram path's norms and every weight
+    (idselect::_gram_weights, a test hook) equal the verified kernels' bit for bit, at every
+    dtype, width and load path; and they are the weights (float64 check, loose)."""
+    needs_kernel()
+    for index, (feats, _, _) in enumerate(tuned_cases()):
+        if feats.shape[1] > 2880:
+            feats = feats[:, :2880]  # W of 8192 tokens: 256 MiB per row, twice
+        monkeypatch.setenv("IDSELECT_CUDA_TUNED", "0")
+        norms, weights = torch.ops.idselect._gram_weights(feats, 20.0)
+        monkeypatch.setenv("IDSELECT_CUDA_TUNED", "1")
+        tuned_norms, tuned_weights = torch.ops.idselect._gram_weights(feats, 20.0)
+        assert torch.equal(tuned_norms, norms), (index, feats.shape, feats.dtype)
+        assert torch.equal(tuned_weights, weights), (index, feats.shape, feats.dtype)
+        if index == 1:  # clustered bf16 at D=4096: weights far from 0 and 1
+            f = feats.double()
+            unit = f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            want = torch.exp(-20.0 * (1 - (unit @ unit.transpose(1, 2)).clamp(-1, 1)) ** 2)
+            assert torch.allclose(weights.double(), want, atol=1e-4), (weights.double() - want).abs().max()
+            assert ((want > 0.01) & (want < 0.99)).any()
+
+
+def test_tuned_gram_variants_give_the_same_bits(monkeypatch):
+    """With G5 (each step's weights loaded in one round trip) too: every pick of every case
+    equals the verified Gram path's (a smoke test: picks hide small weight differences; the
+    test above compares the weights)."""
+    needs_kernel()
+    monkeypatch.setenv("IDSELECT_CUDA_PATH", "gram")
+    for feats, scores, k in tuned_cases():
+        monkeypatch.setenv("IDSELECT_CUDA_TUNED", "0")
+        want = torch.ops.idselect.select(feats, scores, k, 20.0)
+        monkeypatch.setenv("IDSELECT_CUDA_TUNED", "1")
+        assert torch.equal(torch.ops.idselect.select(feats, scores, k, 20.0), want), (feats.shape, feats.dtype, k)
+
+
+def test_bad_tuned_setting_is_an_error(monkeypatch):
+    needs_kernel()
+    monkeypatch.setenv("IDSELECT_CUDA_TUNED", "yes")
+    with pytest.raises(ValueError, match="IDSELECT_CUDA_TUNED must be 0 or 1, got 'yes'"):
         torch.ops.idselect.select(torch.randn(1, 5, 4, device="cuda"), torch.rand(1, 5, device="cuda"), 2)

@@ -23,8 +23,9 @@ def find_cuda_home():
 
 
 # Kernels each architecture must build: stream_kernel and gram_kernel / norm_kernel for 3
-# dtypes x 2 load widths, and greedy_kernel.
-KERNELS_PER_ARCH = {"stream_kernel": 6, "gram_kernel": 6, "norm_kernel": 6, "greedy_kernel": 1}
+# dtypes x 2 load widths (Gram path: x 2, the verified kernels and the opt-in review-v2 variants),
+# and greedy_kernel (both variants).
+KERNELS_PER_ARCH = {"stream_kernel": 6, "gram_kernel": 12, "norm_kernel": 12, "greedy_kernel": 2}
 
 
 def ptxas_entries(log):

@@ -49,7 +49,8 @@ constexpr int kMaxLookahead = 32;  // similarity rows computed per pass, at most
 #include "vector_dot.h"
 
 // IDSELECT_CPU_TILE_TOKENS=N caps the tokens per register tile at N (1 = one token per pass of
-// the query rows; for comparisons, the same bits); auto: the level's tile.
+// the query rows; for comparisons, the same bits); auto: the level's tile (6 at v4, 3 below),
+// which also caps a larger N.
 inline int tile_tokens_setting() {
   const char* env = std::getenv("IDSELECT_CPU_TILE_TOKENS");
   if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return kMaxTileTokens;
@@ -68,11 +69,14 @@ IDSELECT_INLINE void dots_for_tokens(int count, int num_queries, const T* const*
   switch (count) {
 #define IDSELECT_CASE(C) \
   case C:                \
-    if constexpr (C <= kTileTokens<W>) dots_for_tile<W, C>(num_queries, x, queries, D, dots); \
-    return;
+    if constexpr (C <= kTileTokens<W>) {                                                    \
+      dots_for_tile<W, C>(num_queries, x, queries, D, dots);                                 \
+      return;                                                                                \
+    }                                                                                        \
+    std::abort();
     IDSELECT_CASE(1) IDSELECT_CASE(2) IDSELECT_CASE(3) IDSELECT_CASE(4) IDSELECT_CASE(5) IDSELECT_CASE(6)
 #undef IDSELECT_CASE
-    default: return;
+    default: std::abort();  // unreachable: weights_any caps count at the level's tile
   }
 }
 
@@ -195,12 +199,11 @@ int lookahead_setting() {
 }
 
 // Adaptive lookahead: a pass whose rows all served a step doubles the next pass's rows (up to
-// kAdaptiveMax); a pass cut short by a pick outside its rows sizes the next one to the steps it
+// kAdaptiveMax, or kAdaptiveMaxBig for a big row, below); a pass cut short by a pick outside its rows sizes the next one to the steps it
 // served, plus one. Features whose picks follow the scores (little suppression) get few passes;
 // clustered ones, where suppression reorders the candidates, waste few speculative rows.
 // A row whose features are large (over kBigRowBytes, several times a core's L2) makes every pass
-// a read from L3 or memory, so its passes start at 8 rows and grow to 32 (N = 2880, D = 4096 at v4:
-// 10.3 -> 9.0 ms; the same at 576 tokens of width 4096: 1.19 -> 1.06 ms; bench/NOTES.md).
+// a read from L3 or memory, so its passes start at 8 rows and grow to 32 (bench/NOTES.md).
 constexpr int kAdaptiveStart = 4;
 constexpr int kAdaptiveMax = 16;
 constexpr int kAdaptiveStartBig = 8;

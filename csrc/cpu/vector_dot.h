@@ -204,7 +204,7 @@ IDSELECT_INLINE void dots_for_tile(int num_queries, const F* const* x, const flo
   alignas(64) float chains[T * kMaxLookahead * 32];
   const int64_t chain_stride = static_cast<int64_t>(num_queries) * 32;
   const int64_t full = D - D % 32;
-  if (full == 0) std::memset(chains, 0, sizeof(chains));
+  if (full == 0) std::memset(chains, 0, sizeof(float) * T * chain_stride);  // D < 32: only a tail
   // 16-bit tokens are converted once per chunk (exactly) into float rows for all query groups.
   constexpr bool kConvert = !std::is_same_v<F, float>;
   alignas(64) float converted[kConvert ? T * kChunk : 1];
@@ -274,7 +274,7 @@ IDSELECT_INLINE int64_t suppress_and_pick(float* __restrict S, const float* __re
     const I better = candidate > best_v;
     best_v = (V)(((I)candidate & better) | ((I)best_v & ~better));
     best_j = (lane_j & better) | (best_j & ~better);
-    lane_j += W;
+    lane_j += W;  // past the loop's end it may wrap (n near 2^31); never read then
   }
   float best = -1.f;
   int64_t next = -1;

@@ -24,6 +24,9 @@ struct SelectParams {
   float gamma;
   int64_t* out;             // [B, k]
   float* workspace;         // workspace_floats(plan, B, N) floats, no initialisation needed
+  // The Gram path's review-v2 variants (G4-G6: prefetched stages, weights loaded per step,
+  // one-pass norms; the same bits): opt-in (IDSELECT_CUDA_TUNED=1) until a GPU verifies them.
+  bool tuned = false;
 };
 
 // Floats of device workspace a plan needs: the norm and the current score of every token,
@@ -42,6 +45,10 @@ cudaError_t plan_for_current_device(int64_t B, int64_t N, int64_t D, int64_t k,
 // graph-capturable. Validates the sizes itself (k <= N, B within the grid) and returns
 // cudaErrorInvalidValue for inconsistent parameters.
 cudaError_t launch_select(const SelectParams& params, const Plan& plan, cudaStream_t stream);
+
+// The Gram path's norms and weights alone (a test hook, idselect::_gram_weights): for all B rows
+// at once, norms into workspace[0, B N) and weights into workspace[2 B N, 2 B N + B N^2).
+cudaError_t launch_gram_weights(const SelectParams& params, cudaStream_t stream);
 
 // The two families of kernels (select_cuda.cu, select_gram.cu), called by launch_select.
 cudaError_t launch_stream_path(const SelectParams& params, cudaStream_t stream);

@@ -91,6 +91,33 @@ __device__ __forceinline__ float warp_norm(const T* __restrict__ x, int64_t D, i
   return norm < kEps ? kEps : norm;  // NaN kept
 }
 
+// warp_norm in one pass (review v2, G6; opt-in with IDSELECT_CUDA_TUNED=1 until a GPU run
+// verifies it): the finiteness flag and the sum of squares from the same loaded registers.
+// The sum is warp_dot(x, x)'s: the same chunks per lane, the same FMA order, the same shuffle
+// tree, so the same bits as warp_norm.
+template <typename T, bool kVector>
+__device__ __forceinline__ float warp_norm_one_pass(const T* __restrict__ x, int64_t D, int lane) {
+  constexpr int V = chunk_elements<T>();
+  bool finite = true;
+  float acc = 0.f;
+#pragma unroll 4
+  for (int64_t d = static_cast<int64_t>(lane) * V; d < D; d += 32 * V) {
+    float xv[V];
+    load_chunk<T, kVector>(x, d, D, xv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      finite = finite && isfinite(xv[e]);
+      acc = __fmaf_rn(xv[e], xv[e], acc);
+    }
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, offset));
+  finite = __all_sync(0xffffffffu, finite);
+  const float norm = __fsqrt_rn(acc);
+  if (!finite) return __int_as_float(0x7fffffff);  // NaN
+  return norm < kEps ? kEps : norm;  // NaN kept
+}
+
 // Suppression weight exp(-gamma (1 - c)^2) with c = clamp(dot / (norm_i norm_j), -1, 1),
 // every operation rounded on its own (no contraction), in the reference's order.
 __device__ __forceinline__ float weight_from_dot(float dot, float norm_i, float norm_j, float gamma) {

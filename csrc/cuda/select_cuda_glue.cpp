@@ -3,8 +3,10 @@
 // unless IDSELECT_CUDA_KERNEL=0 is set as the library loads; then the Python package serves
 // CUDA tensors with batched tensor ops (docs/algorithm.md, "Backends and routing").
 // Compiled only when torch has CUDA; the kernel itself has no torch headers.
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
 #include <limits>
 #include <memory>
 
@@ -39,6 +41,16 @@ cuda::PathRequest requested_path() {
   return cuda::PathRequest::kAuto;
 }
 
+// IDSELECT_CUDA_TUNED=1 runs the Gram path's review-v2 variants (SelectParams::tuned); read per
+// call, so tests and benchmarks compare them with the verified kernels in one process.
+bool tuned_kernels() {
+  const char* value = std::getenv("IDSELECT_CUDA_TUNED");
+  if (value == nullptr || value[0] == '\0') return false;
+  TORCH_CHECK_VALUE(std::strcmp(value, "0") == 0 || std::strcmp(value, "1") == 0,
+                    "idselect.select: IDSELECT_CUDA_TUNED must be 0 or 1, got '", value, "'");
+  return value[0] == '1';
+}
+
 at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_in, int64_t k,
                        double gamma, const std::optional<at::Tensor>& lengths_in) {
   check_select_inputs(features_in, scores_in, k, gamma, lengths_in);
@@ -57,6 +69,7 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
   if (lengths_in.has_value()) lengths = lengths_in->contiguous();
 
   const cuda::FeatureType dtype = feature_type(features.scalar_type());
+  const bool tuned = tuned_kernels();
   cuda::Plan plan;
   C10_CUDA_CHECK(cuda::plan_for_current_device(B, N, D, k, dtype, requested_path(), &plan));
   at::Tensor workspace;
@@ -83,8 +96,50 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
   params.gamma = static_cast<float>(gamma);
   params.out = out.data_ptr<int64_t>();
   params.workspace = workspace.data_ptr<float>();
+  params.tuned = tuned;
   C10_CUDA_CHECK(cuda::launch_select(params, plan, c10::cuda::getCurrentCUDAStream()));
   return out;
+}
+
+// idselect::_gram_weights (a test hook, idselect/_ops.py GRAM_WEIGHTS_SCHEMA): the Gram path's
+// norms [B, N] and weights [B, N, N], as select computes them (IDSELECT_CUDA_TUNED honoured).
+std::tuple<at::Tensor, at::Tensor> gram_weights_cuda(const at::Tensor& features_in, double gamma) {
+  TORCH_CHECK_VALUE(features_in.dim() == 3, "idselect._gram_weights: features must be [B, N, D], got shape ",
+                    features_in.sizes());
+  const at::ScalarType type = features_in.scalar_type();
+  TORCH_CHECK_VALUE(type == at::kFloat || type == at::kHalf || type == at::kBFloat16,
+                    "idselect._gram_weights: features must be float32, float16 or bfloat16, got ", type);
+  const int64_t B = features_in.size(0), N = features_in.size(1), D = features_in.size(2);
+  TORCH_CHECK_VALUE(B >= 1 && N >= 1 && N <= cuda::kGramMaxTokens, "idselect._gram_weights: needs B >= 1 and 1 <= N <= ",
+                    cuda::kGramMaxTokens, ", got B=", B, ", N=", N);
+  TORCH_CHECK_VALUE(std::isfinite(gamma) && gamma >= 0, "idselect._gram_weights: gamma must be finite and >= 0, got ",
+                    gamma);
+  const c10::cuda::CUDAGuard guard(features_in.device());
+  int device = 0, major = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  TORCH_CHECK_VALUE(type == at::kFloat || major >= 8,
+                    "idselect._gram_weights: 16-bit features need tensor cores (sm_80 or newer), this GPU is sm_",
+                    major, "x");
+  const at::Tensor features = features_in.stride(2) == 1 ? features_in : features_in.contiguous();
+  at::Tensor workspace = at::empty({2 * B * N + B * N * N}, features.options().dtype(at::kFloat));
+  cuda::SelectParams params;
+  params.features = features.data_ptr();
+  params.batch_stride = features.stride(0);
+  params.token_stride = features.stride(1);
+  params.feature_type = feature_type(type);
+  params.scores = nullptr;
+  params.lengths = nullptr;
+  params.B = B;
+  params.N = N;
+  params.D = D;
+  params.k = 0;
+  params.gamma = static_cast<float>(gamma);
+  params.out = nullptr;
+  params.workspace = workspace.data_ptr<float>();
+  params.tuned = tuned_kernels();
+  C10_CUDA_CHECK(cuda::launch_gram_weights(params, c10::cuda::getCurrentCUDAStream()));
+  return {workspace.narrow(0, 0, B * N).view({B, N}), workspace.narrow(0, 2 * B * N, B * N * N).view({B, N, N})};
 }
 
 // The rule of idselect._ops.cuda_kernel_disabled: exactly "0" turns the kernel off (the
@@ -103,6 +158,7 @@ struct ConditionalCudaRegistration {
     library = std::make_unique<torch::Library>(torch::Library::IMPL, "idselect",
                                                c10::DispatchKey::CUDA, __FILE__, __LINE__);
     library->impl("select", &select_cuda);
+    library->impl("_gram_weights", &gram_weights_cuda);
   }
 };
 const ConditionalCudaRegistration cuda_registration;

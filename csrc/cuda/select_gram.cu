@@ -33,14 +33,19 @@ namespace {
 
 using detail::suppressed;
 using detail::warp_norm;
+using detail::warp_norm_one_pass;
 using detail::weight_from_dot;
+
+// kTuned (IDSELECT_CUDA_TUNED=1, SelectParams::tuned): the review v2 fixes G4-G6, opt-in until a
+// GPU run verifies them with the tests and compute-sanitizer (bench/NOTES_CUDA.md). Each changes
+// how values move, never an operation or its order, so the results are the same bits.
 
 // ---------------------------------------------------------------------------------------
 // 1. Norms: one warp per token, all tokens of all rows.
 
 constexpr int kNormThreads = 256;
 
-template <typename T, bool kVector>
+template <typename T, bool kVector, bool kTuned>
 __global__ void __launch_bounds__(kNormThreads) norm_kernel(SelectParams p, float* norms) {
   const int lane = threadIdx.x % 32;
   const int64_t warps_in_grid = static_cast<int64_t>(gridDim.x) * (kNormThreads / 32);
@@ -49,7 +54,7 @@ __global__ void __launch_bounds__(kNormThreads) norm_kernel(SelectParams p, floa
        t < tokens; t += warps_in_grid) {
     const int64_t b = t / p.N, j = t % p.N;
     const T* x = static_cast<const T*>(p.features) + b * p.batch_stride + j * p.token_stride;
-    const float norm = warp_norm<T, kVector>(x, p.D, lane);
+    const float norm = kTuned ? warp_norm_one_pass<T, kVector>(x, p.D, lane) : warp_norm<T, kVector>(x, p.D, lane);
     if (lane == 0) norms[t] = norm;
   }
 }
@@ -106,6 +111,40 @@ __device__ __forceinline__ void stage_tile(const T* row_base, int64_t token_stri
   }
 }
 
+// G4 (kTuned, 16-byte loads): a stage's chunks go through registers, so the next stage's
+// global loads are all issued before the current stage's products and land while they run.
+// Thread t holds the chunks c = t + i * kGramThreads, as stage_tile's loop visits them, so the
+// staged tile holds the same values.
+template <typename T>
+constexpr int kStageLoads = kTile * (kTileK / (16 / sizeof(T))) / kGramThreads;
+
+template <typename T>
+__device__ __forceinline__ void fetch_stage(const T* row_base, int64_t token_stride, int64_t first, int64_t N,
+                                            int64_t d0, int64_t D, uint4 (&regs)[kStageLoads<T>]) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int kChunksPerRow = kTileK / V;
+  static_assert(kTile * kChunksPerRow % kGramThreads == 0, "every thread stages the same number of chunks");
+#pragma unroll
+  for (int i = 0; i < kStageLoads<T>; ++i) {
+    const int c = threadIdx.x + i * kGramThreads;
+    const int r = c / kChunksPerRow, e0 = (c % kChunksPerRow) * V;
+    const int64_t token = first + r, d = d0 + e0;
+    regs[i] = make_uint4(0, 0, 0, 0);
+    if (token < N && d < D) regs[i] = __ldg(reinterpret_cast<const uint4*>(row_base + token * token_stride + d));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void put_stage(const uint4 (&regs)[kStageLoads<T>], T (*dst)[kTileK + kStagePad]) {
+  constexpr int V = 16 / sizeof(T);
+  constexpr int kChunksPerRow = kTileK / V;
+#pragma unroll
+  for (int i = 0; i < kStageLoads<T>; ++i) {
+    const int c = threadIdx.x + i * kGramThreads;
+    *reinterpret_cast<uint4*>(&dst[c / kChunksPerRow][(c % kChunksPerRow) * V]) = regs[i];
+  }
+}
+
 // Tile product on tensor cores (bf16/fp16) or on CUDA cores (fp32) into shared.acc.
 template <typename T>
 __device__ __forceinline__ void tile_product_stage(GramShared<T>& sh, float (&acc_simt)[4][8]) {
@@ -131,14 +170,14 @@ __device__ __forceinline__ void tile_product_stage(GramShared<T>& sh, float (&ac
   }
 }
 
-template <typename T, bool kVector>
+template <typename T, bool kVector, bool kTuned>
 __device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_begin, int64_t rows,
                                            const float* norms, float* weights);
 
 // G2: below sm_80 the bf16 WMMA fragments are incomplete types, so the 16-bit body must not
 // even be instantiated there: the branch that names it is discarded by `if constexpr` (the
 // plan never sends bf16/fp16 to this kernel below sm_80: tensor_cores_ok).
-template <typename T, bool kVector>
+template <typename T, bool kVector, bool kTuned>
 __global__ void __launch_bounds__(kGramThreads) gram_kernel(SelectParams p, int64_t row_begin,
                                                             int64_t rows, const float* norms,
                                                             float* weights) {
@@ -146,17 +185,19 @@ __global__ void __launch_bounds__(kGramThreads) gram_kernel(SelectParams p, int6
   if constexpr (!std::is_same_v<T, float>) {
     __trap();
   } else {
-    gram_tiles<T, kVector>(p, row_begin, rows, norms, weights);
+    gram_tiles<T, kVector, kTuned>(p, row_begin, rows, norms, weights);
   }
 #else
-  gram_tiles<T, kVector>(p, row_begin, rows, norms, weights);
+  gram_tiles<T, kVector, kTuned>(p, row_begin, rows, norms, weights);
 #endif
 }
 
-template <typename T, bool kVector>
+template <typename T, bool kVector, bool kTuned>
 __device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_begin, int64_t rows,
                                            const float* norms, float* weights) {
+  constexpr bool kPrefetch = kTuned && kVector;  // G4: registers carry the next stage
   __shared__ GramShared<T> sh;
+  __shared__ float tile_norms[2][kTile];  // G4 (kTuned): the epilogue's norms, loaded once
   const int64_t N = p.N, D = p.D;
   const int64_t tiles = (N + kTile - 1) / kTile;
   const int64_t pairs = tiles * (tiles + 1) / 2;
@@ -179,10 +220,25 @@ __device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_be
         for (int n = 0; n < 2; ++n) nvcuda::wmma::fill_fragment(frag_acc[m][n], 0.f);
     }
 
+    [[maybe_unused]] uint4 next_a[kStageLoads<T>], next_b[kStageLoads<T>];
+    if constexpr (kPrefetch) {
+      fetch_stage<T>(row_base, p.token_stride, ti * kTile, N, 0, D, next_a);
+      fetch_stage<T>(row_base, p.token_stride, tj * kTile, N, 0, D, next_b);
+    }
     for (int64_t d0 = 0; d0 < D; d0 += kTileK) {
-      stage_tile<T, kVector>(row_base, p.token_stride, ti * kTile, N, d0, D, sh.a);
-      stage_tile<T, kVector>(row_base, p.token_stride, tj * kTile, N, d0, D, sh.b);
-      __syncthreads();
+      if constexpr (kPrefetch) {
+        put_stage<T>(next_a, sh.a);
+        put_stage<T>(next_b, sh.b);
+        __syncthreads();
+        if (d0 + kTileK < D) {  // in flight during this stage's products
+          fetch_stage<T>(row_base, p.token_stride, ti * kTile, N, d0 + kTileK, D, next_a);
+          fetch_stage<T>(row_base, p.token_stride, tj * kTile, N, d0 + kTileK, D, next_b);
+        }
+      } else {
+        stage_tile<T, kVector>(row_base, p.token_stride, ti * kTile, N, d0, D, sh.a);
+        stage_tile<T, kVector>(row_base, p.token_stride, tj * kTile, N, d0, D, sh.b);
+        __syncthreads();
+      }
       if constexpr (std::is_same_v<T, float>) {
         tile_product_stage<T>(sh, acc_simt);
       } else {
@@ -224,18 +280,31 @@ __device__ __forceinline__ void gram_tiles(const SelectParams& p, int64_t row_be
 
     const float* row_norms = norms + b * N;
     float* W = weights + row * N * N;
+    if constexpr (kTuned) {
+      // G4: the tile's norms in shared memory, so no weight store waits for a norm load.
+      for (int e = threadIdx.x; e < 2 * kTile; e += kGramThreads) {
+        const int64_t token = (e < kTile ? ti : tj) * kTile + e % kTile;
+        tile_norms[e / kTile][e % kTile] = token < N ? row_norms[token] : 0.f;
+      }
+      __syncthreads();
+    }
+    // The norm of token `token` of this tile pair: from shared memory (kTuned) or global.
+    auto norm_of = [&](int side, int within, int64_t token) {
+      if constexpr (kTuned) return tile_norms[side][within];
+      else return row_norms[token];
+    };
     // W[i, j] row-major (coalesced along j), then, off the diagonal, W[j, i] from the same
     // dots: the weight is computed from identical operands, so W is exactly symmetric there.
     for (int e = threadIdx.x; e < kTile * kTile; e += kGramThreads) {
       const int r = e / kTile, c = e % kTile;
       const int64_t i = ti * kTile + r, j = tj * kTile + c;
-      if (i < N && j < N) W[i * N + j] = weight_from_dot(sh.acc[r][c], row_norms[i], row_norms[j], p.gamma);
+      if (i < N && j < N) W[i * N + j] = weight_from_dot(sh.acc[r][c], norm_of(0, r, i), norm_of(1, c, j), p.gamma);
     }
     if (ti != tj) {
       for (int e = threadIdx.x; e < kTile * kTile; e += kGramThreads) {
         const int r = e / kTile, c = e % kTile;  // r: token of tile j, c: token of tile i
         const int64_t j = tj * kTile + r, i = ti * kTile + c;
-        if (i < N && j < N) W[j * N + i] = weight_from_dot(sh.acc[c][r], row_norms[i], row_norms[j], p.gamma);
+        if (i < N && j < N) W[j * N + i] = weight_from_dot(sh.acc[c][r], norm_of(0, c, i), norm_of(1, r, j), p.gamma);
       }
     }
     __syncthreads();  // sh.acc is rewritten by the next tile
@@ -264,9 +333,29 @@ __device__ __forceinline__ uint64_t warp_max(uint64_t key) {
   return key;
 }
 
+// Tokens a thread owns at most (launch_gram_path refuses N > kGramMaxTokens).
+constexpr int kOwnedTokens = static_cast<int>(kGramMaxTokens / kGreedyThreads);
+static_assert(kGramMaxTokens % kGreedyThreads == 0, "every token has an owner within kOwnedTokens");
+
 // weights == nullptr: k == 1 (Path::kArgmaxOnly), no step reads a weight.
-__global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SelectParams p, int64_t row_begin,
-                                                                int64_t rows, const float* weights) {
+template <bool kTuned>
+__device__ __forceinline__ void greedy_rows(const SelectParams& p, int64_t row_begin, int64_t rows,
+                                            const float* weights);
+
+// The verified kernel, and G5's variant (kTuned), bounded to 64 registers a thread so that two
+// CTAs fit an SM (its 16 weights would otherwise take 80 and leave room for one).
+__global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SelectParams p, int64_t row_begin, int64_t rows,
+                                                                const float* weights) {
+  greedy_rows<false>(p, row_begin, rows, weights);
+}
+__global__ void __launch_bounds__(kGreedyThreads, 2) greedy_kernel_tuned(SelectParams p, int64_t row_begin,
+                                                                         int64_t rows, const float* weights) {
+  greedy_rows<true>(p, row_begin, rows, weights);
+}
+
+template <bool kTuned>
+__device__ __forceinline__ void greedy_rows(const SelectParams& p, int64_t row_begin, int64_t rows,
+                                            const float* weights) {
   extern __shared__ float S[];  // [N]: current score, -1 once picked or out of the row
   __shared__ uint64_t partial[2][kGreedyWarps];  // per step parity: each warp's best key
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -307,17 +396,43 @@ __global__ void __launch_bounds__(kGreedyThreads) greedy_kernel(SelectParams p, 
 
       const float* w_row = W + pick * N;
       best = 0;
-      for (int64_t j = threadIdx.x; j < n; j += kGreedyThreads) {
-        const float s = S[j];
-        if (s < 0.f) continue;  // picked earlier
-        if (j == pick) {
-          S[j] = -1.f;
-          continue;
+      if constexpr (kTuned) {
+        // G5: all of this thread's weights of the pick's row are loaded before any is used
+        // (one round trip per step, not one per owned token); the update is the same.
+        float w_owned[kOwnedTokens];
+#pragma unroll
+        for (int m = 0; m < kOwnedTokens; ++m) {
+          const int64_t j = threadIdx.x + static_cast<int64_t>(m) * kGreedyThreads;
+          w_owned[m] = j < n ? __ldg(w_row + j) : 0.f;
         }
-        const float updated = suppressed(s, __ldg(w_row + j), s_pick);
-        S[j] = updated;
-        const uint64_t candidate = pack(updated, j);
-        best = candidate > best ? candidate : best;
+#pragma unroll
+        for (int m = 0; m < kOwnedTokens; ++m) {
+          const int64_t j = threadIdx.x + static_cast<int64_t>(m) * kGreedyThreads;
+          if (j >= n) break;
+          const float s = S[j];
+          if (s < 0.f) continue;  // picked earlier
+          if (j == pick) {
+            S[j] = -1.f;
+            continue;
+          }
+          const float updated = suppressed(s, w_owned[m], s_pick);
+          S[j] = updated;
+          const uint64_t candidate = pack(updated, j);
+          best = candidate > best ? candidate : best;
+        }
+      } else {
+        for (int64_t j = threadIdx.x; j < n; j += kGreedyThreads) {
+          const float s = S[j];
+          if (s < 0.f) continue;  // picked earlier
+          if (j == pick) {
+            S[j] = -1.f;
+            continue;
+          }
+          const float updated = suppressed(s, __ldg(w_row + j), s_pick);
+          S[j] = updated;
+          const uint64_t candidate = pack(updated, j);
+          best = candidate > best ? candidate : best;
+        }
       }
     }
     __syncthreads();  // S and partial are reused by the block's next row
@@ -338,12 +453,14 @@ bool vector_loads_ok(const SelectParams& p) {
          (p.N <= 1 || p.token_stride % V == 0) && (p.B <= 1 || p.batch_stride % V == 0);
 }
 
-template <typename T, bool kVector>
-cudaError_t launch_gram_typed(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream) {
+// weights_only: norms and weights, no greedy steps (launch_gram_weights).
+template <typename T, bool kVector, bool kTuned>
+cudaError_t launch_gram_typed(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream,
+                              bool weights_only) {
   float* norms = p.workspace;                 // [B * N]
   float* weights = p.workspace + 2 * p.B * p.N;  // [rows_per_group, N, N]
   const int64_t tokens = p.B * p.N;
-  norm_kernel<T, kVector><<<grid_for((tokens + kNormThreads / 32 - 1) / (kNormThreads / 32), 16, num_sms),
+  norm_kernel<T, kVector, kTuned><<<grid_for((tokens + kNormThreads / 32 - 1) / (kNormThreads / 32), 16, num_sms),
                             kNormThreads, 0, stream>>>(p, norms);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
@@ -352,21 +469,44 @@ cudaError_t launch_gram_typed(const SelectParams& p, const Plan& plan, int num_s
   const size_t scores_bytes = static_cast<size_t>(p.N) * sizeof(float);
   for (int64_t row_begin = 0; row_begin < p.B; row_begin += plan.rows_per_group) {
     const int64_t rows = p.B - row_begin < plan.rows_per_group ? p.B - row_begin : plan.rows_per_group;
-    gram_kernel<T, kVector><<<grid_for(rows * pairs, 8, num_sms), kGramThreads, 0, stream>>>(
+    gram_kernel<T, kVector, kTuned><<<grid_for(rows * pairs, 8, num_sms), kGramThreads, 0, stream>>>(
         p, row_begin, rows, norms, weights);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    greedy_kernel<<<grid_for(rows, 4, num_sms), kGreedyThreads, scores_bytes, stream>>>(p, row_begin, rows, weights);
+    if (weights_only) continue;
+    const auto greedy = kTuned ? greedy_kernel_tuned : greedy_kernel;
+    greedy<<<grid_for(rows, 4, num_sms), kGreedyThreads, scores_bytes, stream>>>(p, row_begin, rows, weights);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }
 
+template <typename T, bool kTuned>
+cudaError_t launch_gram_tuned_or_not(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream,
+                                     bool weights_only) {
+  return vector_loads_ok<T>(p) ? launch_gram_typed<T, true, kTuned>(p, plan, num_sms, stream, weights_only)
+                               : launch_gram_typed<T, false, kTuned>(p, plan, num_sms, stream, weights_only);
+}
+
 template <typename T>
-cudaError_t launch_gram_dtype(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream) {
-  return vector_loads_ok<T>(p) ? launch_gram_typed<T, true>(p, plan, num_sms, stream)
-                               : launch_gram_typed<T, false>(p, plan, num_sms, stream);
+cudaError_t launch_gram_dtype(const SelectParams& p, const Plan& plan, int num_sms, cudaStream_t stream,
+                              bool weights_only) {
+  return p.tuned ? launch_gram_tuned_or_not<T, true>(p, plan, num_sms, stream, weights_only)
+                 : launch_gram_tuned_or_not<T, false>(p, plan, num_sms, stream, weights_only);
+}
+
+cudaError_t launch_gram_any(const SelectParams& p, const Plan& plan, cudaStream_t stream, bool weights_only) {
+  int device = 0, num_sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+  switch (p.feature_type) {
+    case FeatureType::kFloat32: return launch_gram_dtype<float>(p, plan, num_sms, stream, weights_only);
+    case FeatureType::kFloat16: return launch_gram_dtype<__half>(p, plan, num_sms, stream, weights_only);
+    case FeatureType::kBFloat16: return launch_gram_dtype<__nv_bfloat16>(p, plan, num_sms, stream, weights_only);
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -378,23 +518,29 @@ cudaError_t launch_gram_path(const SelectParams& p, const Plan& plan, cudaStream
       (plan.rows_per_group < 1 ||
        static_cast<std::size_t>(plan.rows_per_group) * weight_bytes_per_row(p.N) > plan.weight_bytes))
     return cudaErrorInvalidValue;
-  int device = 0, num_sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
   if (plan.path == Path::kArgmaxOnly) {
     if (p.k != 1) return cudaErrorInvalidValue;
+    int device = 0, num_sms = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess) return err;
     greedy_kernel<<<grid_for(p.B, 4, num_sms), kGreedyThreads, static_cast<size_t>(p.N) * sizeof(float),
                     stream>>>(p, 0, p.B, nullptr);
     return cudaGetLastError();
   }
   if (plan.path != Path::kGram || plan.rows_per_group < 1) return cudaErrorInvalidValue;
-  switch (p.feature_type) {
-    case FeatureType::kFloat32: return launch_gram_dtype<float>(p, plan, num_sms, stream);
-    case FeatureType::kFloat16: return launch_gram_dtype<__half>(p, plan, num_sms, stream);
-    case FeatureType::kBFloat16: return launch_gram_dtype<__nv_bfloat16>(p, plan, num_sms, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_gram_any(p, plan, stream, /*weights_only=*/false);
+}
+
+cudaError_t launch_gram_weights(const SelectParams& p, cudaStream_t stream) {
+  if (p.B < 1 || p.N < 1 || p.N > kGramMaxTokens || p.D < 0 || p.workspace == nullptr ||
+      (p.D > 0 && p.features == nullptr))
+    return cudaErrorInvalidValue;
+  Plan plan;
+  plan.path = Path::kGram;
+  plan.rows_per_group = p.B;  // every row's weights at once: the caller sized the workspace
+  plan.weight_bytes = static_cast<std::size_t>(p.B) * weight_bytes_per_row(p.N);
+  return launch_gram_any(p, plan, stream, /*weights_only=*/true);
 }
 
 }  // namespace cuda

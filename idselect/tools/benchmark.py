@@ -128,8 +128,9 @@ def env_setting(name: str, value: Optional[str]):
 def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dict[str, Callable[[], object]]:
     """What each backend runs for one case. native: the op as dispatched (on CUDA: the compiled
     kernel's automatic path, or the batched tensor-op path when the kernel is off or not built);
-    kernel_gram / kernel_stream: the compiled CUDA kernel forced along one path (see
-    KERNEL_PATH_ENV); device_path: the batched tensor-op path itself; floor_read: k plain reads of the features (the
+    kernel_gram / kernel_gram_tuned / kernel_stream: the compiled CUDA kernel forced along one
+    path (see KERNEL_PATH_ENV; _tuned: with the review-v2 variants, IDSELECT_CUDA_TUNED=1);
+    device_path: the batched tensor-op path itself; floor_read: k plain reads of the features (the
     least any one-row-per-step method moves); floor_matvec: k matrix-vector products; gram:
     one blocked N x N similarity GEMM, a lower bound for a precomputed-Gram method."""
     k, gamma = case.k, case.gamma
@@ -141,8 +142,7 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
         "native": op,
         **{name: op for name in CPU_ISA_ENV},
         **{name: op for name in CPU_LOOP_ENV},
-        "kernel_gram": lambda: torch.ops.idselect.select(features, scores, k, gamma),
-        "kernel_stream": lambda: torch.ops.idselect.select(features, scores, k, gamma),
+        **{name: op for name in KERNEL_PATH_ENV},
         "device_path": lambda: device_path.select(features, scores, k, gamma),
         "reference": lambda: reference.select(features, scores, k, gamma),
         "eager": lambda: eager_loop(features, scores, k, gamma),
@@ -153,7 +153,10 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
 
 
 #: Backends that force a path of the compiled CUDA kernel (read by the glue on every call).
-KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_stream": "stream"}
+KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_gram_tuned": "gram", "kernel_stream": "stream"}
+#: Backends that run the Gram path's review-v2 variants (IDSELECT_CUDA_TUNED=1; opt-in until a GPU
+#: run verifies them; bench/NOTES_CUDA.md).
+KERNEL_TUNED = {"kernel_gram_tuned"}
 #: Backends that run the CPU kernel's hot loops at one x86-64 level (read on every call).
 CPU_ISA_ENV = {"native_v4": "v4", "native_v3": "v3", "native_baseline": "baseline"}
 _LEVEL_OF = {"x86-64-v4": "v4", "x86-64-v3": "v3", "baseline": "baseline"}
@@ -237,6 +240,17 @@ def summarize(times: List[float]) -> Dict[str, float]:
     return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1]}
 
 
+def job_env(backend: str, lookahead: Optional[int]) -> Dict[str, Optional[str]]:
+    """The environment switches that make the op run one backend (``None``: left as it is)."""
+    return {
+        "IDSELECT_CPU_LOOKAHEAD": None if lookahead is None else str(lookahead),
+        "IDSELECT_CUDA_PATH": KERNEL_PATH_ENV.get(backend),
+        "IDSELECT_CUDA_TUNED": ("1" if backend in KERNEL_TUNED else "0") if backend in KERNEL_PATH_ENV else None,
+        "IDSELECT_CPU_ISA": CPU_ISA_ENV.get(backend, CPU_LOOP_ENV.get(backend)),
+        "IDSELECT_CPU_TILE_TOKENS": "1" if backend in CPU_LOOP_ENV else None,
+    }
+
+
 def run(
     cases: Iterable[Case],
     backends: Iterable[str],
@@ -245,7 +259,11 @@ def run(
     lookaheads: Iterable[Optional[int]] = (None,),
     progress: bool = False,
 ) -> List[dict]:
-    """Time every backend on every case; returns one row per (case, backend[, lookahead])."""
+    """Time every backend on every case; returns one row per (case, backend[, lookahead]).
+
+    Per case, the in-process backends are timed in interleaved blocks (up to three sweeps,
+    each a warm-up and a share of ``repeats`` calls per backend); the GEMM floors of lower
+    ISA levels run in a child process after them."""
     cases, backends, lookaheads = list(cases), list(backends), list(lookaheads)
     meta = {
         "device": device_name(device),
@@ -254,6 +272,8 @@ def run(
         "commit": git_commit(),
         "threads": torch.get_num_threads(),
         "cpu_isa": cpu_isa() if torch.device(device).type == "cpu" else None,
+        # what the run's environment set (a backend's own switches are set on top, job_env)
+        "idselect_env": {name: value for name, value in sorted(os.environ.items()) if name.startswith("IDSELECT_")},
     }
     jobs = [(c, b, la) for c in cases for b in backends for la in (lookaheads if b == "native" else [None])]
     bar = None
@@ -261,27 +281,34 @@ def run(
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="idselect bench", unit="run")
-    rows, inputs_for = [], {}
-    for case, backend, lookahead in jobs:
-        if case not in inputs_for:
-            inputs_for = {case: make_inputs(case, device)}
-        feats, scores = inputs_for[case]
-        if backend in GEMM_LEVEL_ENV:
-            stats = summarize(gemm_times_in_child(case, GEMM_LEVEL_ENV[backend], repeats))
-            rows.append({**meta, **asdict(case), "backend": backend, "repeats": repeats, **stats})
+    rows = []
+    for case in dict.fromkeys(cases):
+        case_jobs = [job for job in jobs if job[0] == case]
+        feats, scores = make_inputs(case, device)
+        fns = backend_fns(feats, scores, case)
+        in_process = [job for job in case_jobs if job[1] not in GEMM_LEVEL_ENV]
+        times: Dict[tuple, List[float]] = {job: [] for job in in_process}
+        # Interleaved blocks: each backend's calls are spread over the case's timing window in
+        # sweeps of rotated order, so a transient disturbance of the shared machine (another
+        # process taking a core for a while) falls on every backend, not on whichever ran then.
+        blocks = min(3, repeats)
+        for sweep in range(blocks):
+            order = in_process[sweep:] + in_process[:sweep] if sweep % 2 == 0 else in_process[::-1]
+            calls = repeats // blocks + (1 if sweep < repeats % blocks else 0)
+            for job in order:
+                _, backend, lookahead = job
+                with scoped_env(job_env(backend, lookahead)):
+                    times[job] += time_ms(fns[backend], calls, device, warmup=2 if sweep == 0 else 1)
+        for job in case_jobs:
+            _, backend, lookahead = job
+            if backend in GEMM_LEVEL_ENV:
+                job_times = gemm_times_in_child(case, GEMM_LEVEL_ENV[backend], repeats)
+            else:
+                job_times = times[job]
+            name = backend if lookahead is None else f"native_lookahead{lookahead}"
+            rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **summarize(job_times)})
             if bar is not None:
                 bar.update(1)
-            continue
-        fn = backend_fns(feats, scores, case)[backend]
-        with scoped_env({"IDSELECT_CPU_LOOKAHEAD": None if lookahead is None else str(lookahead),
-                         "IDSELECT_CUDA_PATH": KERNEL_PATH_ENV.get(backend),
-                         "IDSELECT_CPU_ISA": CPU_ISA_ENV.get(backend, CPU_LOOP_ENV.get(backend)),
-                         "IDSELECT_CPU_TILE_TOKENS": "1" if backend in CPU_LOOP_ENV else None}):
-            stats = summarize(time_ms(fn, repeats, device))
-        name = backend if lookahead is None else f"native_lookahead{lookahead}"
-        rows.append({**meta, **asdict(case), "backend": name, "repeats": repeats, **stats})
-        if bar is not None:
-            bar.update(1)
     if bar is not None:
         bar.close()
     return rows
@@ -297,7 +324,7 @@ def by_case(rows: List[dict]) -> List[dict]:
     for r in rows:
         key = tuple(r[k] for k in CASE_KEYS)
         rec = records.setdefault(key, {k: r.get(k) for k in ("device", "device_type", "torch", "commit", "threads", "cpu_isa",
-                                                             "repeats") + CASE_KEYS})
+                                                             "idselect_env", "repeats") + CASE_KEYS})
         b = r["backend"]
         rec[f"{b}_us"] = round(r["median_ms"] * 1e3, 2)
         rec[f"{b}_p10_us"] = round(r["p10_ms"] * 1e3, 2)
