@@ -114,6 +114,8 @@ def test_the_level_is_reported_and_a_bad_or_unavailable_level_is_refused(setting
     (None, "yes", "IDSELECT_CPU_TILE_TOKENS must be auto or an integer in \\[1, 6\\], got 'yes'"),
     (None, "0", "IDSELECT_CPU_TILE_TOKENS must be auto or an integer in \\[1, 6\\], got '0'"),
     (None, "7", "got '7'"),
+    (" 3", None, "IDSELECT_CPU_LOOKAHEAD must be auto or an integer in \\[1, 32\\], got ' 3'"),
+    (None, "+2", "IDSELECT_CPU_TILE_TOKENS must be auto or an integer in \\[1, 6\\], got '\\+2'"),
 ])
 def test_a_bad_setting_is_refused_before_any_work(setting, lookahead, tile, message):
     setting(lookahead=lookahead, tile=tile)

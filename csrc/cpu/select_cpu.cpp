@@ -48,18 +48,23 @@ constexpr int kMaxLookahead = 32;  // similarity rows computed per pass, at most
 
 #include "vector_dot.h"
 
+// A count from the environment variable `name`: unset, empty or "auto" gives auto_value; else
+// decimal digits for an integer in [1, max]; anything else is a ValueError naming the variable.
+int count_setting(const char* name, int auto_value, int max) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return auto_value;
+  char* end = nullptr;
+  const long value = env[0] >= '0' && env[0] <= '9' ? std::strtol(env, &end, 10) : 0;
+  TORCH_CHECK_VALUE(end != nullptr && *end == '\0' && value >= 1 && value <= max, "idselect.select: ", name,
+                    " must be auto or an integer in [1, ", max, "], got '", env, "'");
+  return static_cast<int>(value);
+}
+
 // IDSELECT_CPU_TILE_TOKENS=N caps the tokens per register tile at N (1 = one token per pass of
 // the query rows; for comparisons, the same bits); auto: the level's tile (6 at v4, 3 below),
 // which also caps a larger N.
 inline int tile_tokens_setting() {
-  const char* env = std::getenv("IDSELECT_CPU_TILE_TOKENS");
-  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return kMaxTileTokens;
-  char* end = nullptr;
-  const long value = std::strtol(env, &end, 10);
-  TORCH_CHECK_VALUE(*end == '\0' && value >= 1 && value <= kMaxTileTokens,
-                    "idselect.select: IDSELECT_CPU_TILE_TOKENS must be auto or an integer in [1, ", kMaxTileTokens,
-                    "], got '", env, "'");
-  return static_cast<int>(value);
+  return count_setting("IDSELECT_CPU_TILE_TOKENS", kMaxTileTokens, kMaxTileTokens);
 }
 
 // Dot products of tokens [j, j + count) with the queries, count <= the level's tile.
@@ -187,16 +192,7 @@ HotLoops<T> hot_loops(Isa isa) {
 // Similarity rows per feature pass: 0 = adaptive (the default), else that many.
 // IDSELECT_CPU_LOOKAHEAD fixes it (read per call, so the benchmark can compare settings in one
 // process); 1 = one row per step, no lookahead.
-int lookahead_setting() {
-  const char* env = std::getenv("IDSELECT_CPU_LOOKAHEAD");
-  if (env == nullptr || env[0] == '\0' || std::strcmp(env, "auto") == 0) return 0;
-  char* end = nullptr;
-  const long value = std::strtol(env, &end, 10);
-  TORCH_CHECK_VALUE(*end == '\0' && value >= 1 && value <= kMaxLookahead,
-                    "idselect.select: IDSELECT_CPU_LOOKAHEAD must be auto or an integer in [1, ", kMaxLookahead,
-                    "], got '", env, "'");
-  return static_cast<int>(value);
-}
+int lookahead_setting() { return count_setting("IDSELECT_CPU_LOOKAHEAD", 0, kMaxLookahead); }
 
 // Adaptive lookahead: a pass whose rows all served a step doubles the next pass's rows (up to
 // kAdaptiveMax, or kAdaptiveMaxBig for a big row, below); a pass cut short by a pick outside its rows sizes the next one to the steps it
