@@ -25,7 +25,9 @@ CASES = [  # B, N, D, k, dtype, lengths
     (300, 97, 33, 20, torch.float32, None),  # one CTA per row, scalar loads
     (5, 200, 64, 50, torch.bfloat16, torch.tensor([200, 3, -4, 5000, 199])),  # bad lengths
     (3, 70, 24, 1, torch.float16, None),  # k = 1: argmax only
-    (40, 400, 64, 40, torch.bfloat16, None),  # 1120 Gram tiles: a CTA reuses its shared memory
+    # 1120 Gram tiles, more than an H100's 1056 CTAs: a CTA reuses its shared memory (one K
+    # stage, to keep racecheck short)
+    (40, 400, 32, 40, torch.bfloat16, None),
 ]
 
 
