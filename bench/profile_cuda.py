@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import idselect  # noqa: E402
-from idselect.tools.benchmark import Case, device_name, scoped_env, make_inputs  # noqa: E402
+from idselect.tools.benchmark import Case, cuda_path_env, device_name, make_inputs, scoped_env  # noqa: E402
 
 GOALS = [Case(1, 576, 4096, 64, "bfloat16"), Case(16, 576, 4096, 64, "bfloat16"),
          Case(1, 2880, 4096, 288, "bfloat16"), Case(1, 4608, 3584, 460, "bfloat16"),
@@ -70,9 +70,7 @@ def main(argv=None) -> int:
     for case in (SMALL if args.small else GOALS):
         features, scores = make_inputs(case, args.device)
         for path in paths:
-            settings = {"IDSELECT_CUDA_PATH": path.removesuffix("_tuned"),
-                        "IDSELECT_CUDA_TUNED": "1" if path.endswith("_tuned") else "0"}
-            with scoped_env(settings if device == "cuda" else {}):
+            with scoped_env(cuda_path_env(path) if device == "cuda" else {}):
                 kernels = kernel_times_us(
                     lambda: torch.ops.idselect.select(features, scores, case.k, case.gamma), device, args.calls)
             total = sum(kernels.values())

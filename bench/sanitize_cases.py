@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 import idselect  # noqa: E402
 from idselect import device_path  # noqa: E402
+from idselect.tools.benchmark import cuda_path_env  # noqa: E402
 
 CASES = [  # B, N, D, k, dtype, lengths
     (1, 576, 1024, 16, torch.bfloat16, None),
@@ -47,8 +48,7 @@ def main():
     assert idselect.backend_for("cuda") == "native", "the compiled CUDA kernel did not load"
     g = torch.Generator().manual_seed(0)
     for path in ("gram", "gram_tuned", "stream", "auto"):
-        os.environ["IDSELECT_CUDA_PATH"] = path.removesuffix("_tuned")
-        os.environ["IDSELECT_CUDA_TUNED"] = "1" if path.endswith("_tuned") else "0"
+        os.environ.update(cuda_path_env(path))
         for case in CASES:
             run_case(torch.ops.idselect.select, *case, g)
         torch.cuda.synchronize()

@@ -11,6 +11,7 @@ import torch
 
 import idselect
 from idselect import device_path
+from idselect.tools.benchmark import cuda_path_env
 from selection_checks import assert_matches_reference
 from test_select import clustered_features, random_case
 
@@ -27,8 +28,8 @@ def needs_kernel():
 
 
 def use_kernel_path(monkeypatch, path):
-    monkeypatch.setenv("IDSELECT_CUDA_PATH", path.removesuffix("_tuned"))
-    monkeypatch.setenv("IDSELECT_CUDA_TUNED", "1" if path.endswith("_tuned") else "0")
+    for name, value in cuda_path_env(path).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(params=ALL_PATHS)

@@ -195,8 +195,8 @@ HotLoops<T> hot_loops(Isa isa) {
 int lookahead_setting() { return count_setting("IDSELECT_CPU_LOOKAHEAD", 0, kMaxLookahead); }
 
 // Adaptive lookahead: a pass whose rows all served a step doubles the next pass's rows (up to
-// kAdaptiveMax, or kAdaptiveMaxBig for a big row, below); a pass cut short by a pick outside its rows sizes the next one to the steps it
-// served, plus one. Features whose picks follow the scores (little suppression) get few passes;
+// kAdaptiveMax, or kAdaptiveMaxBig for a big row, below); a pass cut short by a pick outside
+// its rows sizes the next one to the steps it served, plus one. Features whose picks follow the scores (little suppression) get few passes;
 // clustered ones, where suppression reorders the candidates, waste few speculative rows.
 // A row whose features are large (over kBigRowBytes, several times a core's L2) makes every pass
 // a read from L3 or memory, so its passes start at 8 rows and grow to 32 (bench/NOTES.md).

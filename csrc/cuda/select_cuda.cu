@@ -202,9 +202,8 @@ int cluster_size_for(int64_t B, int num_sms, int kernel_ptx_version) {
 }
 
 cudaError_t launch_stream_path(const SelectParams& p, cudaStream_t stream) {
-  int device = 0, num_sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  int num_sms = 0;
+  const cudaError_t err = current_sm_count(&num_sms);
   if (err != cudaSuccess) return err;
   switch (p.feature_type) {
     case FeatureType::kFloat32: return launch_vector_or_not<float>(p, num_sms, stream);

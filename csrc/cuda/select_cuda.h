@@ -50,6 +50,13 @@ cudaError_t launch_select(const SelectParams& params, const Plan& plan, cudaStre
 // at once, norms into workspace[0, B N) and weights into workspace[2 B N, 2 B N + B N^2).
 cudaError_t launch_gram_weights(const SelectParams& params, cudaStream_t stream);
 
+// The current device's SM count, which sizes the kernels' grids.
+inline cudaError_t current_sm_count(int* num_sms) {
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  return err == cudaSuccess ? cudaDeviceGetAttribute(num_sms, cudaDevAttrMultiProcessorCount, device) : err;
+}
+
 // The two families of kernels (select_cuda.cu, select_gram.cu), called by launch_select.
 cudaError_t launch_stream_path(const SelectParams& params, cudaStream_t stream);
 cudaError_t launch_gram_path(const SelectParams& params, const Plan& plan, cudaStream_t stream);

@@ -51,6 +51,27 @@ bool tuned_kernels() {
   return value[0] == '1';
 }
 
+// A launch's parameters over `features` (dense along D, read with their batch and token
+// strides) and a float32 workspace; no scores, lengths, k or output: the caller's to add.
+cuda::SelectParams feature_params(const at::Tensor& features, double gamma, bool tuned, const at::Tensor& workspace) {
+  cuda::SelectParams params;
+  params.features = features.data_ptr();
+  params.batch_stride = features.stride(0);
+  params.token_stride = features.stride(1);
+  params.feature_type = feature_type(features.scalar_type());
+  params.scores = nullptr;
+  params.lengths = nullptr;
+  params.B = features.size(0);
+  params.N = features.size(1);
+  params.D = features.size(2);
+  params.k = 0;
+  params.gamma = static_cast<float>(gamma);
+  params.out = nullptr;
+  params.workspace = workspace.data_ptr<float>();
+  params.tuned = tuned;
+  return params;
+}
+
 at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_in, int64_t k,
                        double gamma, const std::optional<at::Tensor>& lengths_in) {
   check_select_inputs(features_in, scores_in, k, gamma, lengths_in);
@@ -82,21 +103,11 @@ at::Tensor select_cuda(const at::Tensor& features_in, const at::Tensor& scores_i
     workspace = at::empty({static_cast<int64_t>(cuda::workspace_floats(plan, B, N))}, scores.options());
   }
 
-  cuda::SelectParams params;
-  params.features = features.data_ptr();
-  params.batch_stride = features.stride(0);
-  params.token_stride = features.stride(1);
-  params.feature_type = dtype;
+  cuda::SelectParams params = feature_params(features, gamma, tuned, workspace);
   params.scores = scores.data_ptr<float>();
   params.lengths = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
-  params.B = B;
-  params.N = N;
-  params.D = D;
   params.k = k;
-  params.gamma = static_cast<float>(gamma);
   params.out = out.data_ptr<int64_t>();
-  params.workspace = workspace.data_ptr<float>();
-  params.tuned = tuned;
   C10_CUDA_CHECK(cuda::launch_select(params, plan, c10::cuda::getCurrentCUDAStream()));
   return out;
 }
@@ -123,21 +134,7 @@ std::tuple<at::Tensor, at::Tensor> gram_weights_cuda(const at::Tensor& features_
                     major, "x");
   const at::Tensor features = features_in.stride(2) == 1 ? features_in : features_in.contiguous();
   at::Tensor workspace = at::empty({2 * B * N + B * N * N}, features.options().dtype(at::kFloat));
-  cuda::SelectParams params;
-  params.features = features.data_ptr();
-  params.batch_stride = features.stride(0);
-  params.token_stride = features.stride(1);
-  params.feature_type = feature_type(type);
-  params.scores = nullptr;
-  params.lengths = nullptr;
-  params.B = B;
-  params.N = N;
-  params.D = D;
-  params.k = 0;
-  params.gamma = static_cast<float>(gamma);
-  params.out = nullptr;
-  params.workspace = workspace.data_ptr<float>();
-  params.tuned = tuned_kernels();
+  const cuda::SelectParams params = feature_params(features, gamma, tuned_kernels(), workspace);
   C10_CUDA_CHECK(cuda::launch_gram_weights(params, c10::cuda::getCurrentCUDAStream()));
   return {workspace.narrow(0, 0, B * N).view({B, N}), workspace.narrow(0, 2 * B * N, B * N * N).view({B, N, N})};
 }

@@ -338,6 +338,23 @@ constexpr int kOwnedTokens = static_cast<int>(kGramMaxTokens / kGreedyThreads);
 static_assert(kGramMaxTokens % kGreedyThreads == 0, "every token has an owner within kOwnedTokens");
 
 // weights == nullptr: k == 1 (Path::kArgmaxOnly), no step reads a weight.
+// One owned token's update by a step's pick, its weight read only where it is used: a token
+// picked earlier stays out, the pick leaves, any other is suppressed and bids for the next pick.
+template <typename Weight>
+__device__ __forceinline__ void update_owned(float* S, int64_t j, int64_t pick, float s_pick, const Weight& weight,
+                                             uint64_t& best) {
+  const float s = S[j];
+  if (s < 0.f) return;  // picked earlier
+  if (j == pick) {
+    S[j] = -1.f;
+    return;
+  }
+  const float updated = suppressed(s, weight(), s_pick);
+  S[j] = updated;
+  const uint64_t candidate = pack(updated, j);
+  best = candidate > best ? candidate : best;
+}
+
 template <bool kTuned>
 __device__ __forceinline__ void greedy_rows(const SelectParams& p, int64_t row_begin, int64_t rows,
                                             const float* weights);
@@ -409,30 +426,11 @@ __device__ __forceinline__ void greedy_rows(const SelectParams& p, int64_t row_b
         for (int m = 0; m < kOwnedTokens; ++m) {
           const int64_t j = threadIdx.x + static_cast<int64_t>(m) * kGreedyThreads;
           if (j >= n) break;
-          const float s = S[j];
-          if (s < 0.f) continue;  // picked earlier
-          if (j == pick) {
-            S[j] = -1.f;
-            continue;
-          }
-          const float updated = suppressed(s, w_owned[m], s_pick);
-          S[j] = updated;
-          const uint64_t candidate = pack(updated, j);
-          best = candidate > best ? candidate : best;
+          update_owned(S, j, pick, s_pick, [&] { return w_owned[m]; }, best);
         }
       } else {
-        for (int64_t j = threadIdx.x; j < n; j += kGreedyThreads) {
-          const float s = S[j];
-          if (s < 0.f) continue;  // picked earlier
-          if (j == pick) {
-            S[j] = -1.f;
-            continue;
-          }
-          const float updated = suppressed(s, __ldg(w_row + j), s_pick);
-          S[j] = updated;
-          const uint64_t candidate = pack(updated, j);
-          best = candidate > best ? candidate : best;
-        }
+        for (int64_t j = threadIdx.x; j < n; j += kGreedyThreads)
+          update_owned(S, j, pick, s_pick, [&] { return __ldg(w_row + j); }, best);
       }
     }
     __syncthreads();  // S and partial are reused by the block's next row
@@ -497,9 +495,8 @@ cudaError_t launch_gram_dtype(const SelectParams& p, const Plan& plan, int num_s
 }
 
 cudaError_t launch_gram_any(const SelectParams& p, const Plan& plan, cudaStream_t stream, bool weights_only) {
-  int device = 0, num_sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+  int num_sms = 0;
+  const cudaError_t err = current_sm_count(&num_sms);
   if (err != cudaSuccess) return err;
   switch (p.feature_type) {
     case FeatureType::kFloat32: return launch_gram_dtype<float>(p, plan, num_sms, stream, weights_only);
@@ -520,9 +517,8 @@ cudaError_t launch_gram_path(const SelectParams& p, const Plan& plan, cudaStream
     return cudaErrorInvalidValue;
   if (plan.path == Path::kArgmaxOnly) {
     if (p.k != 1) return cudaErrorInvalidValue;
-    int device = 0, num_sms = 0;
-    cudaError_t err = cudaGetDevice(&device);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+    int num_sms = 0;
+    const cudaError_t err = current_sm_count(&num_sms);
     if (err != cudaSuccess) return err;
     greedy_kernel<<<grid_for(p.B, 4, num_sms), kGreedyThreads, static_cast<size_t>(p.N) * sizeof(float),
                     stream>>>(p, 0, p.B, nullptr);

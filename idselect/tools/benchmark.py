@@ -129,7 +129,7 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
     """What each backend runs for one case. native: the op as dispatched (on CUDA: the compiled
     kernel's automatic path, or the batched tensor-op path when the kernel is off or not built);
     kernel_gram / kernel_gram_tuned / kernel_stream: the compiled CUDA kernel forced along one
-    path (see KERNEL_PATH_ENV; _tuned: with the review-v2 variants, IDSELECT_CUDA_TUNED=1);
+    path (see KERNEL_PATH_ENV and cuda_path_env);
     device_path: the batched tensor-op path itself; floor_read: k plain reads of the features (the
     least any one-row-per-step method moves); floor_matvec: k matrix-vector products; gram:
     one blocked N x N similarity GEMM, a lower bound for a precomputed-Gram method."""
@@ -152,11 +152,16 @@ def backend_fns(features: torch.Tensor, scores: torch.Tensor, case: Case) -> Dic
     }
 
 
-#: Backends that force a path of the compiled CUDA kernel (read by the glue on every call).
-KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_gram_tuned": "gram", "kernel_stream": "stream"}
-#: Backends that run the Gram path's review-v2 variants (IDSELECT_CUDA_TUNED=1; opt-in until a GPU
-#: run verifies them; bench/NOTES_CUDA.md).
-KERNEL_TUNED = {"kernel_gram_tuned"}
+#: Backends that force a path of the compiled CUDA kernel (read by the glue on every call; the
+#: path names of cuda_path_env).
+KERNEL_PATH_ENV = {"kernel_gram": "gram", "kernel_gram_tuned": "gram_tuned", "kernel_stream": "stream"}
+
+
+def cuda_path_env(path: str) -> Dict[str, str]:
+    """The switches that force one path of the compiled CUDA kernel: ``auto``, ``gram`` or
+    ``stream`` (IDSELECT_CUDA_PATH), or ``gram_tuned``, the Gram path with its opt-in review-v2
+    variants (IDSELECT_CUDA_TUNED=1; bench/NOTES_CUDA.md)."""
+    return {"IDSELECT_CUDA_PATH": path.removesuffix("_tuned"), "IDSELECT_CUDA_TUNED": "1" if path.endswith("_tuned") else "0"}
 #: Backends that run the CPU kernel's hot loops at one x86-64 level (read on every call).
 CPU_ISA_ENV = {"native_v4": "v4", "native_v3": "v3", "native_baseline": "baseline"}
 _LEVEL_OF = {"x86-64-v4": "v4", "x86-64-v3": "v3", "baseline": "baseline"}
@@ -244,8 +249,8 @@ def job_env(backend: str, lookahead: Optional[int]) -> Dict[str, Optional[str]]:
     """The environment switches that make the op run one backend (``None``: left as it is)."""
     return {
         "IDSELECT_CPU_LOOKAHEAD": None if lookahead is None else str(lookahead),
-        "IDSELECT_CUDA_PATH": KERNEL_PATH_ENV.get(backend),
-        "IDSELECT_CUDA_TUNED": ("1" if backend in KERNEL_TUNED else "0") if backend in KERNEL_PATH_ENV else None,
+        **(cuda_path_env(KERNEL_PATH_ENV[backend]) if backend in KERNEL_PATH_ENV
+           else {"IDSELECT_CUDA_PATH": None, "IDSELECT_CUDA_TUNED": None}),
         "IDSELECT_CPU_ISA": CPU_ISA_ENV.get(backend, CPU_LOOP_ENV.get(backend)),
         "IDSELECT_CPU_TILE_TOKENS": "1" if backend in CPU_LOOP_ENV else None,
     }
