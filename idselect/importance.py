@@ -90,6 +90,17 @@ def visual_saliency(
     return minmax(attention[:, 1:] if drop_cls else attention)
 
 
+def _project_each(linear: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """``linear`` applied to each row of [G, C] as to a batch of one: on the CPU a batched
+    matrix-vector product, which gives the same bits as G separate calls (one GEMM over G
+    rows may not); elsewhere one GEMM."""
+    weight, bias = getattr(linear, "weight", None), getattr(linear, "bias", None)
+    if rows.device.type != "cpu" or not isinstance(weight, torch.Tensor) or type(linear).forward is not nn.Linear.forward:
+        return linear(rows)
+    out = torch.bmm(rows[:, None], weight.t().expand(rows.shape[0], -1, -1))[:, 0]
+    return out if bias is None else out + bias
+
+
 def instruction_relevance(
     query_hidden: torch.Tensor,
     key_hidden: torch.Tensor,
@@ -106,34 +117,45 @@ def instruction_relevance(
     ``k_norm`` (Qwen3) and the query half of a gated ``q_proj`` (Qwen3.5, whose ``q_proj``
     gives each head's query then its output gate). Returns [T] min-max normalised.
 
+    Batched: with ``query_hidden`` [G, C] and ``key_hidden`` [G, T, C], G images (each with
+    its own query) in one pass, [G, T]; each row equal to the unbatched call on the CPU, bit
+    for bit.
+
     Parameters
     ----------
-    query_hidden : Tensor [C]
+    query_hidden : Tensor [C] or [G, C]
         Hidden state (input of ``decoder_layer``) of the last instruction token.
-    key_hidden : Tensor [T, C]
+    key_hidden : Tensor [T, C] or [G, T, C]
         Hidden states of the image tokens.
     rotary : (cos_q, sin_q, cos_k, sin_k), optional
-        Rotary embedding for the query position and the key positions ([1, d] and [T, d]);
-        without it, no rotary embedding is applied (the default; see docs/hooks.md).
+        Rotary embedding for the query position and the key positions ([1, d] and [T, d];
+        batched [G, 1, d] and [G, T, d]); without it, no rotary embedding is applied (the
+        default; see docs/hooks.md).
     """
+    batched = key_hidden.dim() == 3
+    if not batched:
+        query_hidden, key_hidden = query_hidden[None], key_hidden[None]
+        rotary = None if rotary is None else tuple(t[None] for t in rotary)
+    G, T = key_hidden.shape[:2]
     norm, attn = decoder_layer.input_layernorm, decoder_layer.self_attn
-    k = attn.k_proj(norm(key_hidden)).view(key_hidden.shape[0], num_kv_heads, -1)  # [T, kv, d]
+    k = attn.k_proj(norm(key_hidden)).view(G, T, num_kv_heads, -1)  # [G, T, kv, d]
     head_dim = k.shape[-1]
-    q = attn.q_proj(norm(query_hidden[None])).view(1, num_heads, -1)  # [1, h, d], or [1, h, 2d] when gated
+    q = _project_each(attn.q_proj, norm(query_hidden[:, None])[:, 0]).view(G, 1, num_heads, -1)  # or [.., 2d] when gated
     if q.shape[-1] == 2 * head_dim:
         q = q[..., :head_dim]
     if getattr(attn, "q_norm", None) is not None:
         q, k = attn.q_norm(q), attn.k_norm(k)
-    q, k = q.float().transpose(0, 1), k.float().transpose(0, 1)  # [h, 1, d], [kv, T, d]
+    q, k = q.float().transpose(1, 2), k.float().transpose(1, 2)  # [G, h, 1, d], [G, kv, T, d]
     if rotary is not None:
         rotate = sys.modules[type(attn).__module__].rotate_half
-        cos_q, sin_q, cos_k, sin_k = (t.float() for t in rotary)
+        cos_q, sin_q, cos_k, sin_k = (t.float()[:, None] for t in rotary)
         width = cos_q.shape[-1]  # rotary on the leading dims only where partial (Qwen3.5); the rest pass through
         q = torch.cat([q[..., :width] * cos_q + rotate(q[..., :width]) * sin_q, q[..., width:]], dim=-1)
         k = torch.cat([k[..., :width] * cos_k + rotate(k[..., :width]) * sin_k, k[..., width:]], dim=-1)
-    k = k.repeat_interleave(num_heads // num_kv_heads, dim=0)  # [h, T, d]
-    logits = (q @ k.transpose(-1, -2))[:, 0] / math.sqrt(q.shape[-1])  # [h, T]
-    return minmax(logits.softmax(dim=-1).mean(dim=0))
+    k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)  # [G, h, T, d]
+    logits = (q @ k.transpose(-1, -2))[:, :, 0] / math.sqrt(q.shape[-1])  # [G, h, T]
+    relevance = minmax(logits.softmax(dim=-1).mean(dim=1))
+    return relevance if batched else relevance[0]
 
 
 def unified(saliency: torch.Tensor, relevance: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:

@@ -11,7 +11,7 @@ cache's next position on every row, whatever the caller computed for the unprune
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -60,7 +60,7 @@ def chunk_positions(caller_positions: Optional[torch.Tensor], state: Optional[Ca
 
 def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], caller_positions: Optional[torch.Tensor],
             state: Optional[CacheState], past_length: int, caller_head: Optional[torch.Tensor], mask_known: bool,
-            renumber_text_row: bool) -> Compacted:
+            renumber_text_row: bool, row_lengths: Optional[Sequence[int]] = None) -> Compacted:
     """Run a call's tokens as the continuation of ``state``'s cache (or as a fresh prefill
     when ``state`` is None): drop the columns ``keep_columns`` marks False and every padding
     column, left-pad the rest to one width, set mask and positions.
@@ -86,6 +86,10 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
     renumber_text_row : bool
         Whether row 0 of fresh positions is renumbered contiguously (1-D positions, and the
         text row of 4-row M-RoPE positions).
+    row_lengths : sequence of int, optional
+        Columns each row keeps (``keep_columns & chunk_mask``), known on the host; the hooks
+        always pass it, so compaction never reads the device. Without it (unit tests), it is
+        read from the tensors.
     """
     B, q = chunk_mask.shape
     device = chunk_mask.device
@@ -103,24 +107,29 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
         rows_of = positions[None] if positions.dim() == 2 else positions
         renumber = (0,) if state is None and renumber_text_row else ()
         removed_before = torch.cumsum((real & ~keep).long(), dim=1)
-        lengths = keep.sum(dim=1)
-        width = int(lengths.max())
-        pad = width - lengths  # left padding per row
-        dest = pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1  # column of each kept token
+        if row_lengths is None:
+            row_lengths = keep.sum(dim=1).tolist()
+        width = max(row_lengths)
+        if width == 0:
+            raise ValueError("idselect: the attention mask masks every token of every row; nothing is left to run")
+        ragged = min(row_lengths) < width
+        pad = width - keep.sum(dim=1)  # left padding per row
+        # Each kept token's column after compaction (left padding first); every other column
+        # goes to a scratch column past the end, so placing is one scatter with no mask read.
+        dest = torch.where(keep, pad[:, None] + torch.cumsum(keep.long(), dim=1) - 1, width)
         batch_rows = torch.arange(B, device=device)[:, None].expand(B, q)
-        src_r, dst_c = batch_rows[keep], dest[keep]
 
         def place(values: torch.Tensor) -> torch.Tensor:
             """[B, q, ...] -> [B, width, ...]: each row's kept columns in order, left-padded with 0."""
-            out = values.new_zeros((B, width) + tuple(values.shape[2:]))
-            out[src_r, dst_c] = values[keep]
-            return out
+            out = values.new_zeros((B, width + 1) + tuple(values.shape[2:]))
+            out[batch_rows, dest] = values
+            return out[:, :width]
 
         placer = place
         new_rows = torch.stack([place(rows_of[r] - removed_before if r in renumber else rows_of[r])
                                 for r in range(rows_of.shape[0])])
         new_chunk_mask = place(torch.ones_like(keep, dtype=torch.long))
-        mask_known = mask_known or not bool(new_chunk_mask.bool().all())
+        mask_known = mask_known or ragged
 
     head = state.mask if state is not None else (caller_head if past > 0 else None)
     if head is None and not mask_known:

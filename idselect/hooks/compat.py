@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
 
 #: Lowest and highest transformers releases the hooks are verified on (every generation
@@ -115,6 +116,23 @@ def cache_argument(fn: Callable) -> Optional[str]:
     return next((name for name in CACHE_ARGUMENTS if name in params), None)
 
 
+_SIGNATURES: "weakref.WeakKeyDictionary[Callable, inspect.Signature]" = weakref.WeakKeyDictionary()
+
+
+def signature(fn: Callable) -> inspect.Signature:
+    """``inspect.signature(fn)``, computed once per function object (the wrapped functions are
+    called on every prefill and decode step)."""
+    try:
+        return _SIGNATURES[fn]
+    except (KeyError, TypeError):
+        sig = inspect.signature(fn)
+    try:
+        _SIGNATURES[fn] = sig
+    except TypeError:  # not weakly referenceable: not cached
+        pass
+    return sig
+
+
 def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None,
                     aliases: Tuple[str, ...] = ("past_key_values",)) -> Dict[str, Any]:
     """A call's arguments by name (the wrapped functions are called both ways). With
@@ -124,7 +142,7 @@ def bound_arguments(fn: Callable, args, kwargs, cache_arg: Optional[str] = None,
     alias; generate() also ``cache_params``. So a caller using an old name is read the same way,
     and the original function gets the current name (no deprecation warning)."""
     try:
-        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+        bound = signature(fn).bind_partial(*args, **kwargs)
     except TypeError:
         named = dict(kwargs)
     else:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from .. import reference
@@ -41,11 +42,19 @@ class Media:
     modality: str  # "image" or "video"
     num_tokens: int  # placeholder tokens it fills in the LLM input
     saliency: Optional[torch.Tensor] = None  # [num_tokens] in [0, 1], None if unavailable
-    candidates: Optional[torch.Tensor] = None  # [num_tokens] bool; None = all (False: never kept when pruning)
+    #: [num_tokens] bool on the host; None = all (False: never kept when pruning). A device tensor
+    #: is read with the prefill's layout (``host_candidates``), not where the family builds it.
+    candidates: Optional[Any] = None
+    #: The model's forward may append one newline token after these features (LLaVA-OneVision
+    #: videos before transformers 5.23): decided when the candidates are read - if the last
+    #: token is a candidate (not a newline), one more token, never a candidate, follows.
+    newline_may_follow: bool = False
 
-    def candidate_part(self, values: torch.Tensor) -> torch.Tensor:
-        """The entries of a per-token tensor that belong to candidate tokens."""
-        return values if self.candidates is None else values[self.candidates.to(values.device)]
+    def candidate_mask(self) -> np.ndarray:
+        """[num_tokens] bool on the host: which tokens may be kept."""
+        if self.candidates is None:
+            return np.ones(self.num_tokens, dtype=bool)
+        return np.asarray(self.candidates, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -73,51 +82,109 @@ class PlacedMedium:
 
     media: Media
     row: int  # batch row
-    columns: torch.Tensor  # [num_tokens] int64, its placeholder columns in order
+    columns: np.ndarray  # [num_tokens] int64 on the host, its placeholder columns in order
     budget: int = 0  # tokens it keeps (``plan``)
+    candidates: Optional[np.ndarray] = None  # indices within it of the tokens it may keep (``plan``)
 
     @property
     def pruned(self) -> bool:
         return self.budget < self.media.num_tokens
 
-    @property
-    def candidate_columns(self) -> torch.Tensor:
-        return self.media.candidate_part(self.columns)
-
 
 @dataclass
 class Selection:
-    """What ``select`` decided for one batch."""
+    """What ``select`` decided for one batch (tensors on the device; nothing read back)."""
 
     keep_columns: torch.Tensor  # [B, L] bool: the columns the LLM receives
-    kept: List[torch.Tensor]  # per planned medium: its kept tokens' indices within it, ascending
-    replay: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per medium: (features, scores, picks)
+    table: "CandidateTable"  # the pruned media, in table order
+    kept: List[torch.Tensor]  # per budget group: [media, k] kept indices within each medium, ascending
+    replay: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per budget group: (features, scores, picks)
+
+    def kept_indices(self) -> List[torch.Tensor]:
+        """Per pruned medium, in the planned order: its kept tokens' indices within it."""
+        rows = [row for group in self.kept for row in group.unbind(0)]
+        out: List[Optional[torch.Tensor]] = [None] * len(rows)
+        for table_row, planned_index in enumerate(self.table.order):
+            out[planned_index] = rows[table_row]
+        return [t for t in out if t is not None]
+
+    def in_planned_order(self, values: List[Any]) -> List[Any]:
+        """Per-medium values in table order, reordered as the planned media."""
+        ranked = sorted(range(len(values)), key=lambda r: self.table.order[r])
+        return [values[r] for r in ranked]
+
+
+# -- host reads and uploads ------------------------------------------------------------------
+def read_to_host(values: torch.Tensor) -> np.ndarray:
+    """The prefill's one read of device values on the host (the prompt's layout): every
+    other step works from what it returns, so nothing else on the hot path waits for the
+    device."""
+    return values.detach().cpu().numpy()
+
+
+def upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Tensor]:
+    """Host int64 arrays on ``device`` in one copy (pinned and asynchronous on CUDA, so the
+    host does not wait for the stream), returned with their shapes."""
+    flat = np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays])
+    buffer = torch.from_numpy(flat)
+    if device.type == "cuda":
+        buffer = buffer.pin_memory().to(device, non_blocking=True)
+    elif device.type != "cpu":
+        buffer = buffer.to(device)
+    out, start = [], 0
+    for a in arrays:
+        a = np.asarray(a)
+        out.append(buffer[start:start + a.size].view(a.shape))
+        start += a.size
+    return out
+
+
+def with_host_candidates(media: Media, read: Optional[np.ndarray]) -> Media:
+    """``media`` with its candidate mask as read on the host (``read``, None if it had none
+    on the device), and the newline the model appends after it where there is one."""
+    candidates = media.candidates if read is None else read.astype(bool)
+    if media.newline_may_follow and candidates is not None and candidates[-1]:
+        return Media(media.modality, media.num_tokens + 1, media.saliency, np.append(candidates, False))
+    if read is None and not media.newline_may_follow:
+        return media
+    return Media(media.modality, media.num_tokens, media.saliency, candidates)
+
+
+def _host_bool(mask) -> np.ndarray:
+    return mask if isinstance(mask, np.ndarray) else read_to_host(mask)
 
 
 # -- placing -------------------------------------------------------------------------------
-def place_media(modality_masks: Dict[str, torch.Tensor], media: Dict[str, List[Media]],
+def place_media(modality_masks: Dict[str, Any], media: Dict[str, List[Media]],
                 merge_adjacent: Sequence[str] = ()) -> List[PlacedMedium]:
-    """Every medium on its row and columns, in placeholder order.
+    """Every medium on its row and columns, in placeholder order (host arrays, no device work).
 
     Parameters
     ----------
-    modality_masks : dict of str to Tensor
-        modality -> [B, L] bool, where its placeholder tokens are.
+    modality_masks : dict of str to ndarray
+        modality -> [B, L] bool on the host, where its placeholder tokens are (a CPU tensor is
+        read as such).
     media : dict of str to list of Media
         modality -> the media its feature functions described, in the order they fill the
-        placeholders (row-major). Fewer than the rows need when generate() repeated rows.
+        placeholders (row-major). Fewer than the rows need when generate() repeated rows. A
+        modality whose feature functions did not run in this call has no media: its
+        placeholder ids are plain text here, as for the unpatched model.
     merge_adjacent : sequence of str
         Modalities whose media directly following each other in a row form one (InternVL's
         tiles of one image).
     """
     found: List[PlacedMedium] = []
     for modality, mask in modality_masks.items():
-        rows, cols = mask.nonzero(as_tuple=True)  # row-major: the order features fill in
-        ordered = expand_for_rows(media.get(modality, []), mask.sum(dim=1).tolist(), modality)
+        described = media.get(modality, [])
+        if not described:
+            continue
+        mask = _host_bool(mask)
+        rows, cols = np.nonzero(mask)  # row-major: the order features fill in
+        ordered = expand_for_rows(described, mask.sum(axis=1).tolist(), modality)
         start, placed = 0, []
         for m in ordered:
             r, c = rows[start : start + m.num_tokens], cols[start : start + m.num_tokens]
-            if m.num_tokens and not bool((r == r[0]).all()):
+            if m.num_tokens and r[0] != r[-1]:
                 raise RuntimeError(
                     f"idselect: {modality} features of {m.num_tokens} tokens fall on batch rows "
                     f"{sorted(set(r.tolist()))}: the placeholders of one {modality} must lie in one row"
@@ -158,22 +225,115 @@ def join_adjacent(placed: List[PlacedMedium]) -> List[PlacedMedium]:
     for p in placed:
         if joined:
             last = joined[-1]
-            if last.row == p.row and last.media.modality == p.media.modality and int(last.columns[-1]) + 1 == int(p.columns[0]):
-                sal = None
+            if last.row == p.row and last.media.modality == p.media.modality and last.columns[-1] + 1 == p.columns[0]:
+                sal = cand = None
                 if last.media.saliency is not None and p.media.saliency is not None:
                     sal = torch.cat([last.media.saliency, p.media.saliency])
-                joined[-1] = PlacedMedium(Media(p.media.modality, last.media.num_tokens + p.media.num_tokens, sal),
-                                          p.row, torch.cat([last.columns, p.columns]))
+                if last.media.candidates is not None or p.media.candidates is not None:
+                    cand = np.concatenate([last.media.candidate_mask(), p.media.candidate_mask()])
+                joined[-1] = PlacedMedium(Media(p.media.modality, last.media.num_tokens + p.media.num_tokens, sal, cand),
+                                          p.row, np.concatenate([last.columns, p.columns]))
                 continue
         joined.append(p)
     return joined
 
 
-def plan(placed: List[PlacedMedium], options: Options) -> List[PlacedMedium]:
-    """The media with their budgets set (``Options.budget``)."""
+def plan(placed: List[PlacedMedium], options: Options, real: Optional[np.ndarray] = None) -> List[PlacedMedium]:
+    """The media with their budgets set (``Options.budget``) and their candidate tokens: the
+    family's candidates that the 2-D mask ``real`` ([B, L] bool on the host) does not mask.
+    A masked token is never kept, so a medium keeps at most its unmasked candidates."""
     for p in placed:
         p.budget = options.budget(p.media.num_tokens)
+        usable = p.media.candidate_mask()
+        if real is not None:
+            usable = usable & real[p.row, p.columns]
+        p.candidates = np.flatnonzero(usable)
     return placed
+
+
+# -- the candidate table -------------------------------------------------------------------
+@dataclass
+class CandidateTable:
+    """The candidate tokens of every pruned medium of one prefill as one padded table, built
+    on the host and uploaded in one copy; every later step indexes it, so the number of
+    kernels does not depend on the number of media or rows.
+
+    Table rows are the media sorted by (budget, candidates): ``budget_groups`` and
+    ``size_groups`` are runs of equal effective budget and of equal candidate count.
+    """
+
+    media: List[PlacedMedium]  # table order
+    order: List[int]  # table row -> index in the planned list
+    rows: torch.Tensor  # [G, n] int64: batch row of each candidate (padding repeats a valid one)
+    columns: torch.Tensor  # [G, n] int64: its column in the sequence
+    index: torch.Tensor  # [G, n] int64: its index within the medium
+    lengths: torch.Tensor  # [G] int64: candidates per medium
+    saliency_index: Optional[torch.Tensor]  # [G, n] int64 into the media's saliency, concatenated
+    keep_base: torch.Tensor  # [B, L] bool: real columns that belong to no pruned medium
+    query_columns: torch.Tensor  # [G] int64: column of the last real token of each medium's row
+    budgets: np.ndarray  # [G]: tokens each medium keeps (budget, at most its candidates)
+    row_lengths: np.ndarray  # [B]: columns each row keeps after selection
+    budget_groups: List[Tuple[int, int, int]]  # (start, stop, k)
+    size_groups: List[Tuple[int, int, int]]  # (start, stop, n)
+
+    def gather(self, values: torch.Tensor, start: int = 0, stop: Optional[int] = None,
+               width: Optional[int] = None) -> torch.Tensor:
+        """[B, L, ...] -> [stop - start, width, ...]: the values at table rows start:stop."""
+        rows, cols = self.rows[start:stop, :width], self.columns[start:stop, :width]
+        return values[rows, cols]
+
+    def saliency(self) -> torch.Tensor:
+        """[G, n] float: every medium's saliency at its candidates (one cat, one gather)."""
+        flat = torch.cat([p.media.saliency.reshape(-1) for p in self.media])
+        return flat.to(self.rows.device)[self.saliency_index]
+
+
+def candidate_table(planned: List[PlacedMedium], real: np.ndarray, device: torch.device,
+                    with_saliency: bool) -> CandidateTable:
+    """The table of ``planned``'s pruned media (``pruned`` True), with ``real`` the [B, L]
+    host mask of real tokens."""
+    to_prune = [i for i, p in enumerate(planned) if p.pruned]
+    sizes = {i: planned[i].candidates.size for i in to_prune}
+    budgets = {i: min(planned[i].budget, sizes[i]) for i in to_prune}
+    order = sorted(to_prune, key=lambda i: (budgets[i], sizes[i]))
+    media = [planned[i] for i in order]
+    G, width = len(media), max([sizes[i] for i in order] + [1])
+    B, L = real.shape
+    rows = np.zeros((G, width), dtype=np.int64)
+    cols = np.zeros((G, width), dtype=np.int64)
+    index = np.zeros((G, width), dtype=np.int64)
+    sal_index = np.zeros((G, width), dtype=np.int64)
+    keep_base = real.copy()
+    row_lengths = real.sum(axis=1).astype(np.int64)
+    offset = 0
+    for g, p in enumerate(media):
+        n = p.candidates.size
+        within = np.concatenate([p.candidates, np.full(width - n, p.candidates[0] if n else 0)])
+        rows[g], cols[g], index[g] = p.row, p.columns[within], within
+        sal_index[g] = offset + within
+        offset += p.media.num_tokens
+        keep_base[p.row, p.columns] = False
+        row_lengths[p.row] -= int(real[p.row, p.columns].sum()) - budgets[order[g]]
+    last = np.where(real.any(axis=1), L - 1 - np.argmax(real[:, ::-1], axis=1), 0)
+    budget_arr = np.array([budgets[i] for i in order], dtype=np.int64)
+    size_arr = np.array([sizes[i] for i in order], dtype=np.int64)
+    arrays = [rows, cols, index, size_arr, keep_base.astype(np.int64), last[rows[:, 0]]]
+    if with_saliency:
+        arrays.append(sal_index)
+    up = upload(arrays, device)
+    return CandidateTable(media, order, up[0], up[1], up[2], up[3], up[6] if with_saliency else None,
+                          up[4].bool(), up[5], budget_arr, row_lengths,
+                          _runs(budget_arr), _runs(size_arr))
+
+
+def _runs(values: np.ndarray) -> List[Tuple[int, int, int]]:
+    """(start, stop, value) of each run of equal values."""
+    runs, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs.append((start, i, int(values[start])))
+            start = i
+    return runs
 
 
 # -- selecting -----------------------------------------------------------------------------
@@ -199,58 +359,44 @@ def selection_function(selection: Union[str, SelectionFunction]) -> Tuple[Select
     return {"id": _op, "topk": topk_select}[selection], False
 
 
-def select(planned: List[PlacedMedium], scores: List[torch.Tensor], embeds: torch.Tensor,
-           options: Options) -> Selection:
+def select(table: CandidateTable, scores: torch.Tensor, embeds: torch.Tensor, options: Options,
+           features: Optional[torch.Tensor] = None) -> Selection:
     """Select each pruned medium's tokens: one selection call per distinct effective budget
-    (ragged media padded, with lengths).
+    over the table's rows (ragged media padded, with lengths), one scatter into the keep mask
+    and one sort of the kept indices per call; no host synchronisation.
 
     Parameters
     ----------
-    planned : list of PlacedMedium
-        The media to prune (``pruned`` True), budgets set.
-    scores : list of Tensor
-        Per medium, importance in [0, 1] over its candidate tokens.
+    table : CandidateTable
+    scores : Tensor
+        [G, n], importance in [0, 1] of the table's candidates.
     embeds : Tensor
         [B, L, D], the LLM input the features are read from.
     options : Options
         ``gamma`` and ``selection``.
+    features : Tensor, optional
+        ``table.gather(embeds)``, if already gathered.
     """
     fn, check = selection_function(options.selection)
-    B, L = embeds.shape[:2]
-    keep_columns = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
-    kept: List[Optional[torch.Tensor]] = [None] * len(planned)
-    replay: List[Optional[tuple]] = [None] * len(planned)
-    candidate_cols = [p.candidate_columns for p in planned]
-    for p in planned:
-        keep_columns[p.row, p.columns] = False
-    # One call per effective budget: a medium with fewer candidates than its budget keeps
-    # them all without lowering the budget of the others.
-    groups: Dict[int, List[int]] = {}
-    for i, p in enumerate(planned):
-        groups.setdefault(min(p.budget, candidate_cols[i].numel()), []).append(i)
-    for k_eff, members in groups.items():
-        cand_cols = [candidate_cols[i] for i in members]
-        sizes = [c.numel() for c in cand_cols]
-        width = max(sizes)
-        feats = embeds.new_zeros(len(members), width, embeds.shape[-1])
-        s = torch.zeros(len(members), width, device=embeds.device)
-        for j, i in enumerate(members):
-            feats[j, : sizes[j]] = embeds[planned[i].row, cand_cols[j]]
-            s[j, : sizes[j]] = scores[i]
-        lengths = torch.tensor(sizes, device=embeds.device)
-        picked = fn(feats.detach(), s, k_eff, options.gamma, lengths)
+    feats = (table.gather(embeds) if features is None else features).detach()
+    keep_columns = table.keep_base.clone()
+    kept, replay = [], []
+    for start, stop, k in table.budget_groups:
+        lengths = table.lengths[start:stop]
+        picked = fn(feats[start:stop], scores[start:stop], k, options.gamma, lengths)
         if check:
-            picked = checked_picks(picked, lengths, k_eff)
-        for j, i in enumerate(members):
-            chosen = cand_cols[j][picked[j]]
-            keep_columns[planned[i].row, chosen] = True
-            kept[i] = torch.searchsorted(planned[i].columns, chosen.sort().values)  # index within the medium
-            replay[i] = (feats[j, : sizes[j]].detach(), s[j, : sizes[j]], picked[j])
-    return Selection(keep_columns, kept, replay)
+            picked = checked_picks(picked, lengths, k)
+        rows = table.rows[start:stop, :1].expand(-1, k)
+        keep_columns.index_put_((rows, table.columns[start:stop].gather(1, picked)),
+                                torch.ones((), dtype=torch.bool, device=keep_columns.device))
+        kept.append(table.index[start:stop].gather(1, picked).sort(dim=1).values)
+        replay.append((feats[start:stop], scores[start:stop], picked))
+    return Selection(keep_columns, table, kept, replay)
 
 
 def checked_picks(picked: Any, lengths: torch.Tensor, k: int) -> torch.Tensor:
-    """What a caller's selection function returned, checked before it prunes anything."""
+    """What a caller's selection function returned, checked before it prunes anything (one
+    synchronisation: only a caller's function pays it)."""
     if not isinstance(picked, torch.Tensor) or picked.dtype != torch.long or tuple(picked.shape) != (lengths.numel(), k):
         raise TypeError(
             f"idselect: the selection function must return an int64 tensor of shape {[lengths.numel(), k]}, got "
@@ -261,26 +407,35 @@ def checked_picks(picked: Any, lengths: torch.Tensor, k: int) -> torch.Tensor:
     return picked
 
 
-def zero_score_picks(replay: List[Optional[tuple]], gamma: float) -> List[Optional[int]]:
-    """Per medium, the picks made when its best remaining score was 0 (the rule then takes
-    the smallest index): the selection replayed on the recorded picks with the reference's
-    update (``idselect.reference.suppress``), in float32."""
-    out: List[Optional[int]] = []
-    for sel in replay:
-        if sel is None:
-            out.append(None)
+def zero_score_picks(replay: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                     gamma: float) -> List[int]:
+    """Per medium (in the order of ``replay``'s rows), the picks made when its best remaining
+    score was 0 (the rule then takes the smallest index).
+
+    ``replay`` holds (features [G, n, D], scores [G, n], picks [G, k]) per selection call. A
+    pick's score when it is picked depends only on the scores of the picks before it, so the
+    replay runs on the k x k similarities of the picks: their suppression weights are computed
+    on the device in one batch, read once, and the k steps run on the host over all media at
+    once with the reference's update (``idselect.reference.suppress``), in float32.
+    """
+    out: List[int] = []
+    for feats, scores, picks in replay:
+        G, k = picks.shape
+        if k == 0:
+            out += [0] * G
             continue
-        feats, scores, picks = sel
         f = feats.float()
-        f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        cos = (f[picks] @ f.T).clamp(-1.0, 1.0)  # [k, n]
-        s = torch.where(scores.float() > 0, scores.float(), torch.zeros_like(scores, dtype=torch.float32))
-        zero = torch.zeros((), dtype=torch.long, device=s.device)
-        for t in range(picks.numel()):
-            at = s[picks[t]]
-            zero += (at <= 0).long()
-            s = reference.suppress(s, cos[t], at, gamma)
-        out.append(int(zero))  # one synchronisation per medium
+        f = f / f.norm(dim=2, keepdim=True).clamp_min(reference.EPS)
+        chosen = f.gather(1, picks[..., None].expand(-1, -1, f.shape[-1]))  # [G, k, D]
+        cos = (chosen @ chosen.transpose(1, 2)).clamp(-1.0, 1.0)  # [G, k, k]: cos[g, t, u] between picks t and u
+        start = scores.float().gather(1, picks)
+        cos, s = cos.cpu(), torch.where(start > 0, start, torch.zeros_like(start)).cpu()
+        zero = torch.zeros(G, dtype=torch.long)
+        for t in range(k):
+            at = s[:, t : t + 1]
+            zero += (at[:, 0] <= 0).long()
+            s = reference.suppress(s, cos[:, t], at, gamma)
+        out += zero.tolist()
     return out
 
 

@@ -116,10 +116,11 @@ class Family:
         raise NotImplementedError
 
     def prune_language_inputs(self, kwargs: Dict[str, Any], new_kwargs: Dict[str, Any], keep: torch.Tensor,
-                              place: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                              place: Callable[[torch.Tensor], torch.Tensor], kept_media_tokens: int) -> None:
         """Prune the family's own per-token LLM inputs as the sequence is pruned: ``keep``
         [B, q] marks the columns that stay, ``place`` maps a [B, q, ...] tensor to the pruned
-        layout. Writes into ``new_kwargs``."""
+        layout, ``kept_media_tokens`` is how many placeholder columns stay over the batch
+        (known on the host: sizes need no read from the device). Writes into ``new_kwargs``."""
 
 
 # -- helpers for the families ----------------------------------------------------------------

@@ -64,17 +64,22 @@ class PatchHandle:
         from events, so reading them waits for that work, and nothing else does),
         ``kept_indices`` (per pruned medium, its kept tokens' indices within it) and
         ``zero_score_picks`` (per pruned medium, picks made after every remaining score had
-        been suppressed to 0, i.e. by index; computed when read)."""
+        been suppressed to 0, i.e. by index; computed when first read, in one batch with one
+        synchronisation)."""
         with self._stats_lock:
             last = self._last
             if last is None:
                 return {}
-            # Resolved once, on the first read: the timing events and the zero-score replay.
+            # Resolved once, on the first read: the timing events, the kept indices (per medium
+            # views of the selection's batched result) and the zero-score replay.
             if last.get("timing") is not None:
                 timing = last.pop("timing")
                 last["stats"].update(importance_ms=timing.elapsed_ms(0, 1), select_ms=timing.elapsed_ms(0, 2))
-            if last.get("replay") is not None:
-                last["stats"]["zero_score_picks"] = zero_score_picks(last.pop("replay"), self.options.gamma)
+            selection = last.pop("selection", None)
+            if selection is not None:
+                last["stats"]["kept_indices"] = selection.kept_indices()
+                last["stats"]["zero_score_picks"] = selection.in_planned_order(
+                    zero_score_picks(selection.replay, self.options.gamma))
             return dict(last["stats"])
 
     @property
@@ -83,10 +88,11 @@ class PatchHandle:
         has seen: compare before and after a call to know whether it made one."""
         return self._media_prefills
 
-    def record(self, stats: Dict[str, Any], timing: Optional[Timing] = None, replay=None) -> None:
-        """Store the statistics of a prefill with media (called by the hooks)."""
+    def record(self, stats: Dict[str, Any], timing: Optional[Timing] = None, selection=None) -> None:
+        """Store the statistics of a prefill with media (called by the hooks); what needs the
+        device (timing events, the selection's results) is resolved when they are read."""
         with self._stats_lock:
-            self._last = {"stats": stats, "timing": timing, "replay": replay}
+            self._last = {"stats": stats, "timing": timing, "selection": selection}
             self._media_prefills += 1
 
     # -- patching -----------------------------------------------------------------------

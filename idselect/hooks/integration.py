@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -96,6 +97,17 @@ def run_until_layer(llm_forward, layer: nn.Module, kwargs, cache_arg: str) -> to
     finally:
         handle.remove()
     return captured["hidden"]
+
+
+def kept_media_tokens(masks: Dict[str, np.ndarray], media: Dict[str, list], real: np.ndarray,
+                      table: engine.CandidateTable) -> int:
+    """Placeholder columns (of the modalities with media in this call) the LLM receives after
+    the selection, over the batch, from host values: every real one, less what pruned media drop."""
+    planes = [masks[m] for m in masks if media.get(m)]
+    if not planes:
+        return 0
+    kept = int((np.logical_or.reduce(planes) & real).sum())
+    return kept - sum(int(real[p.row, p.columns].sum()) - int(k) for p, k in zip(table.media, table.budgets))
 
 
 class Hooks:
@@ -189,8 +201,7 @@ class Hooks:
             ids, embeds = named.get("input_ids"), named.get("inputs_embeds")
             masks = {m: placeholder_mask(self.base, self.family.placeholder_token_id(self.base.config, m), ids, embeds)
                      for m in self.family.modalities}
-            if not any(bool(m.any()) for m in masks.values()):
-                return original(**named)
+            # Whether any placeholder is there is read with the rest of the layout, in the prefill.
             call = Call(self.handle, modality_masks=masks)
             for modality, output in (named.get("mm_encoder_outputs") or {}).items():
                 media = getattr(output, MEDIA_ATTR, None) if output is not None else None
@@ -235,11 +246,34 @@ class Hooks:
         return original(**kwargs)
 
     # -- prefill: place, plan, score, select, compact -------------------------------------
+    def _read_layout(self, call: Call, chunk_mask: torch.Tensor):
+        """The prefill's one read from the device: where each modality's placeholders are, the
+        2-D mask of real tokens, and the candidate masks families built on the device; returns
+        (modality -> [B, L] bool, [B, L] bool, media with host candidates)."""
+        names = list(call.modality_masks)
+        device = chunk_mask.device
+        parts = [call.modality_masks[m].to(device).reshape(-1) for m in names] + [(chunk_mask != 0).reshape(-1)]
+        pending = [m for ms in call.media.values() for m in ms if isinstance(m.candidates, torch.Tensor)]
+        parts += [m.candidates.to(device).reshape(-1) for m in pending]
+        flat = engine.read_to_host(torch.cat(parts))
+        B, L = chunk_mask.shape
+        planes = flat[: (len(names) + 1) * B * L].reshape(len(names) + 1, B, L)
+        read = {}
+        start = planes.size
+        for m in pending:
+            read[id(m)] = flat[start : start + m.candidates.numel()]
+            start += m.candidates.numel()
+        media = {modality: [engine.with_host_candidates(m, read.get(id(m))) for m in ms]
+                 for modality, ms in call.media.items()}
+        return dict(zip(names, planes[:-1])), planes[-1], media
+
     def _prefill(self, original, call: Call, kwargs, state: Optional[CacheState]):
         opts = self.handle.options
         embeds = kwargs["inputs_embeds"]
         B, L, _ = embeds.shape
-        placed = engine.plan(engine.place_media(call.modality_masks, call.media, self.family.merge_adjacent), opts)
+        chunk_mask = self.calls.chunk_mask(kwargs, state, L)
+        masks, real, media = self._read_layout(call, chunk_mask)
+        placed = engine.plan(engine.place_media(masks, media, self.family.merge_adjacent), opts, real)
         before = sum(p.media.num_tokens for p in placed)
         stats = {"visual_tokens_before": before, "visual_tokens_after": before,
                  "sequence_length_before": L, "sequence_length_after": L,
@@ -259,15 +293,17 @@ class Hooks:
         if not to_prune:  # keep = everything: run the model untouched
             self.handle.record(stats)
             return self.calls.run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
-        chunk_mask = self.calls.chunk_mask(kwargs, state, L)
         gen = current_generation(self.handle)
         reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
         timing, selection = None, None
-        if reuse and gen.no_cache_keep.shape[0] == B and gen.no_cache_keep.shape[1] <= L:
+        if reuse and gen.no_cache_keep[0].shape[0] == B and gen.no_cache_keep[0].shape[1] <= L:
             # use_cache=False: every step re-runs the whole sequence; the selection is the first
             # step's (as with a cache), not one made again with the latest token as the query.
+            # generate() appends real tokens only, so each row keeps them all.
+            first_keep, first_lengths, kept_media = gen.no_cache_keep
             keep_columns = torch.ones(B, L, dtype=torch.bool, device=embeds.device)
-            keep_columns[:, : gen.no_cache_keep.shape[1]] = gen.no_cache_keep
+            keep_columns[:, : first_keep.shape[1]] = first_keep
+            row_lengths = first_lengths + (L - first_keep.shape[1])
         else:
             timing = engine.Timing(embeds.device)
             timing.mark()
@@ -276,23 +312,26 @@ class Hooks:
                     f"idselect: importance={opts.importance!r} needs visual saliency, which this model "
                     f"({self.family.model_type}) did not provide for this input; use importance='relevance'"
                 )
+            table = engine.candidate_table(placed, real, embeds.device, opts.importance in ("saliency", "unified"))
+            features = table.gather(embeds)
             relevance = None
             if opts.importance in ("relevance", "unified"):
                 relevance = self._relevance_inputs(original, embeds, chunk_mask, kwargs, state)
-            scores = scoring.importance_scores(to_prune, opts.importance, opts.alpha, relevance, embeds.device)
+            scores = scoring.importance_scores(table, opts.importance, opts.alpha, relevance,
+                                               features if relevance is not None and relevance.hidden is embeds else None)
             timing.mark()
-            selection = engine.select(to_prune, scores, embeds, opts)
+            selection = engine.select(table, scores, embeds, opts, features)
             timing.mark()
-            keep_columns = selection.keep_columns
+            keep_columns, row_lengths = selection.keep_columns, table.row_lengths
+            kept_media = kept_media_tokens(masks, media, real, table)
             if gen is not None and not gen.use_cache:
-                gen.no_cache_keep = keep_columns
-        new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask)
+                gen.no_cache_keep = (keep_columns, row_lengths, kept_media)
+        new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask, row_lengths, kept_media)
         if selection is not None:  # a step that reuses a selection leaves its statistics alone
             # From shapes known on the host (no synchronisation): budgets may exceed candidates.
-            removed = sum(p.media.num_tokens - kept.numel() for p, kept in zip(to_prune, selection.kept))
-            stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width,
-                         kept_indices=selection.kept)
-            self.handle.record(stats, timing, selection.replay)
+            removed = sum(p.media.num_tokens - int(k) for p, k in zip(selection.table.media, selection.table.budgets))
+            stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width)
+            self.handle.record(stats, timing, selection)
         return self.calls.run(original, new_kwargs, compacted.state)
 
     def _relevance_inputs(self, llm_forward, embeds, chunk_mask, kwargs, state) -> scoring.RelevanceInputs:
@@ -322,5 +361,5 @@ class Hooks:
             rotary = tuple(llm.rotary_emb(hidden, positions))
         cfg = self.family.text_config(self.model)
         heads = cfg.num_attention_heads
-        return scoring.RelevanceInputs(hidden, scoring.last_token_index(chunk_mask), layers[opts.relevance_layer],
-                                       heads, getattr(cfg, "num_key_value_heads", None) or heads, rotary)
+        return scoring.RelevanceInputs(hidden, layers[opts.relevance_layer], heads,
+                                       getattr(cfg, "num_key_value_heads", None) or heads, rotary)

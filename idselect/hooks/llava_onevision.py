@@ -39,13 +39,8 @@ class LlavaOnevision(Llava):
                  attention: Optional[torch.Tensor]) -> List[Media]:
         if modality == "image":
             return [_medium("image", f, base.image_newline) for f in output.pooler_output]
-        media = []
-        for features in output.pooler_output:  # [videos, tokens, H]
-            medium = _medium("video", features, base.image_newline)
-            if bool(medium.candidates[-1]):
-                # transformers < 5.23 appends the video's newline in the model's forward, after
-                # this function: the LLM receives one more token, never a candidate.
-                medium = Media("video", medium.num_tokens + 1, None,
-                               torch.cat([medium.candidates, medium.candidates.new_zeros(1)]))
-            media.append(medium)
-        return media
+        # transformers < 5.23 appends each video's newline in the model's forward, after this
+        # function: the LLM then receives one more token, never a candidate (decided when the
+        # candidates are read with the prompt's layout, without a read of its own here).
+        return [Media("video", m.num_tokens, None, m.candidates, newline_may_follow=True)
+                for m in (_medium("video", f, base.image_newline) for f in output.pooler_output)]

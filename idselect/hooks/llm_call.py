@@ -29,13 +29,13 @@ class LanguageModelCalls:
         self.cache_arg = handle.cache_arg
 
     def compacted(self, kwargs, state: Optional[CacheState], keep_columns: Optional[torch.Tensor],
-                  chunk_mask: Optional[torch.Tensor] = None):
+                  chunk_mask: Optional[torch.Tensor] = None, row_lengths=None, kept_media_tokens: int = 0):
         """The LLM's keyword arguments for this call's tokens, compacted and continuing
         ``state``'s cache (``compaction.compact``), and the compaction itself."""
         embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
         sequence = embeds if embeds is not None else ids
         B, q = sequence.shape[:2]
-        mask_known = chunk_mask is not None or self._mask_known(kwargs)
+        mask_known = self._mask_known(kwargs)  # a mask made here from nothing is all ones: the LLM gets none
         if chunk_mask is None:
             chunk_mask = self.chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
         past = self.past_length(kwargs) if state is None else state.length
@@ -45,14 +45,14 @@ class LanguageModelCalls:
             caller_head = caller_mask[:, :past].long()
         positions = kwargs.get("position_ids")
         c = compact(chunk_mask, keep_columns, positions, state, past, caller_head, mask_known,
-                    renumber_text_row=renumbers_text_row(positions))
+                    renumber_text_row=renumbers_text_row(positions), row_lengths=row_lengths)
         new_kwargs = dict(kwargs)
         if c.keep is not None:
             if embeds is not None:
                 new_kwargs["inputs_embeds"] = c.place(embeds)
             else:
                 new_kwargs["input_ids"] = c.place(ids)
-            self.family.prune_language_inputs(kwargs, new_kwargs, c.keep, c.place)
+            self.family.prune_language_inputs(kwargs, new_kwargs, c.keep, c.place, kept_media_tokens)
         new_kwargs["attention_mask"] = c.attention_mask
         new_kwargs["position_ids"] = c.positions
         if kwargs.get("cache_position") is not None:

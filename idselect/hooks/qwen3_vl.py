@@ -24,13 +24,20 @@ class Qwen3VL(Qwen25VL):
     model_type = "qwen3_vl"
 
     def prune_language_inputs(self, kwargs: Dict[str, Any], new_kwargs: Dict[str, Any], keep: torch.Tensor,
-                              place: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                              place: Callable[[torch.Tensor], torch.Tensor], kept_media_tokens: int) -> None:
         visual = kwargs.get("visual_pos_masks")
         if visual is None:
             return
         visual = visual.to(keep.device)
-        kept_rows = keep[visual]  # one entry per DeepStack row, in the rows' (row-major) order
         new_kwargs["visual_pos_masks"] = place(visual)
         deepstack = kwargs.get("deepstack_visual_embeds")
         if deepstack is not None:
-            new_kwargs["deepstack_visual_embeds"] = [rows[kept_rows.to(rows.device)] for rows in deepstack]
+            # The DeepStack rows of kept tokens, in their (row-major) order, without a boolean
+            # index: a stable sort puts the kept visual positions first, and their number is
+            # known on the host.
+            kept = (keep & visual).reshape(-1)
+            order = torch.sort((~kept).to(torch.uint8), stable=True).indices[:kept_media_tokens]
+            row_of = torch.cumsum(visual.reshape(-1).long(), dim=0) - 1  # DeepStack row of each visual position
+            rows = row_of[order]
+            new_kwargs["deepstack_visual_embeds"] = [layer_rows.index_select(0, rows.to(layer_rows.device))
+                                                     for layer_rows in deepstack]

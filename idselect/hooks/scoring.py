@@ -1,16 +1,18 @@
-"""Importance of each planned medium's candidate tokens, from what the integration layer read
+"""Importance of the pruned media's candidate tokens, from what the integration layer read
 from the model: the media's [CLS] saliency and the hidden states entering the relevance layer.
-Plain tensors and the layer's projections; nothing here knows transformers."""
+Batched over the candidate table (``engine.CandidateTable``): a fixed number of kernels per
+run of media with equal candidate counts, whatever the number of media or rows. Plain tensors
+and the layer's projections; nothing here knows transformers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
 from .. import importance as imp
-from .engine import PlacedMedium
+from .engine import CandidateTable
 
 
 @dataclass
@@ -18,53 +20,61 @@ class RelevanceInputs:
     """What instruction relevance reads for one batch."""
 
     hidden: torch.Tensor  # [B, L, H], the hidden states entering ``layer``
-    last: torch.Tensor  # [B], column of each row's last real token (the end of the instruction)
     layer: nn.Module  # the LLM layer whose W_Q / W_K score relevance
     heads: int
     kv_heads: int
     rotary: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (cos, sin) [B, L, d] with relevance_rope
 
 
-def last_token_index(chunk_mask: torch.Tensor) -> torch.Tensor:
-    """Column of the last real token per row of a [B, L] mask."""
-    B, L = chunk_mask.shape
-    cols = torch.arange(L, device=chunk_mask.device)[None].expand(B, L)
-    return torch.where(chunk_mask.bool(), cols, -1).amax(dim=1)
+def importance_scores(table: CandidateTable, importance: str, alpha: float,
+                      relevance_inputs: Optional[RelevanceInputs],
+                      features: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Importance in [0, 1] of the table's candidates, [G, n] float32 (0 in padding).
 
-
-def relevance(inputs: RelevanceInputs, row: int, candidate_columns: torch.Tensor) -> torch.Tensor:
-    """Instruction relevance in [0, 1] of the tokens at ``candidate_columns`` of ``row``."""
-    q_at = inputs.last[row]
-    rot = None
-    if inputs.rotary is not None:
-        cos, sin = inputs.rotary
-        rot = (cos[row, q_at][None], sin[row, q_at][None], cos[row, candidate_columns], sin[row, candidate_columns])
-    return imp.instruction_relevance(inputs.hidden[row, q_at], inputs.hidden[row, candidate_columns], inputs.layer,
-                                     inputs.heads, inputs.kv_heads, rot)
-
-
-def importance_scores(planned: List[PlacedMedium], importance: str, alpha: float,
-                      relevance_inputs: Optional[RelevanceInputs], device: torch.device) -> List[torch.Tensor]:
-    """Per medium, importance in [0, 1] over its candidate tokens.
+    Media are scored in runs of equal candidate count (``table.size_groups``; one run when all
+    images have the same size), so each medium's softmax and min-max run over exactly its own
+    tokens and give the same bits as the unbatched ``idselect.importance`` functions.
 
     Parameters
     ----------
-    planned : list of PlacedMedium
+    table : CandidateTable
     importance : {"saliency", "relevance", "unified"}
         Resolved (``Options.importance``); "saliency" and "unified" need every medium's saliency.
     alpha : float
         Weight of saliency in "unified".
     relevance_inputs : RelevanceInputs or None
         Needed for "relevance" and "unified".
-    device : torch.device
-        Where the scores go (the LLM input's device).
+    features : Tensor, optional
+        ``table.gather(relevance_inputs.hidden)``, if already gathered (relevance at layer 0
+        reads the LLM input the selection gathers too).
     """
-    out = []
-    for p in planned:
-        sal = None if p.media.saliency is None else p.media.candidate_part(p.media.saliency.to(device))
+    saliency = table.saliency() if importance in ("saliency", "unified") else None
+    rel = relevance_inputs
+    queries = rot_q = None
+    if importance in ("relevance", "unified"):
+        queries = rel.hidden[table.rows[:, 0], table.query_columns]  # [G, H]
+        if rel.rotary is not None:
+            rot_q = tuple(t[table.rows[:, 0], table.query_columns][:, None] for t in rel.rotary)  # [G, 1, d]
+    runs = []
+    for start, stop, n in table.size_groups:
+        sal = None if saliency is None else saliency[start:stop, :n]
         if importance == "saliency":
-            out.append(imp.minmax(sal))
+            runs.append(imp.minmax(sal))
             continue
-        rel = relevance(relevance_inputs, p.row, p.candidate_columns)
-        out.append(rel if importance == "relevance" else imp.unified(sal, rel, alpha))
-    return out
+        if features is not None:
+            keys = features[start:stop, :n]
+        else:
+            keys = table.gather(rel.hidden, start, stop, n)
+        rotary = None
+        if rel.rotary is not None:
+            rot_k = tuple(table.gather(t, start, stop, n) for t in rel.rotary)
+            rotary = (rot_q[0][start:stop], rot_q[1][start:stop], rot_k[0], rot_k[1])
+        relevance = imp.instruction_relevance(queries[start:stop], keys, rel.layer, rel.heads, rel.kv_heads, rotary)
+        runs.append(relevance if importance == "relevance" else imp.unified(sal, relevance, alpha))
+    width = table.rows.shape[1]
+    if len(runs) == 1 and runs[0].shape[1] == width:
+        return runs[0]
+    scores = torch.zeros(table.rows.shape, dtype=torch.float32, device=table.rows.device)
+    for (start, stop, n), values in zip(table.size_groups, runs):
+        scores[start:stop, :n] = values
+    return scores
