@@ -17,6 +17,7 @@ call every step here on plain tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -49,6 +50,19 @@ class Media:
     #: videos before transformers 5.23): decided when the candidates are read - if the last
     #: token is a candidate (not a newline), one more token, never a candidate, follows.
     newline_may_follow: bool = False
+    #: A medium joined from several (InternVL's tiles): its parts' saliency in order, read
+    #: concatenated with every other medium's (``saliencies``), not concatenated per medium.
+    saliency_parts: Tuple[torch.Tensor, ...] = ()
+    #: Saliency and candidates a family can only lay out with host values (LLaVA-NeXT's image
+    #: sizes): read with the prompt's layout, then ``deferred.resolve`` gives item ``deferred_item``'s.
+    deferred: Optional["Deferred"] = None
+    deferred_item: int = 0
+
+    def saliencies(self) -> Optional[Tuple[torch.Tensor, ...]]:
+        """Its saliency as consecutive parts, None if unavailable."""
+        if self.saliency_parts:
+            return self.saliency_parts
+        return None if self.saliency is None else (self.saliency,)
 
     def candidate_mask(self) -> np.ndarray:
         """[num_tokens] bool on the host: which tokens may be kept."""
@@ -139,15 +153,29 @@ def upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Ten
     return out
 
 
+class Deferred:
+    """Device values (``values``) that a feature function's media need on the host to lay out
+    their saliency and candidates: read in the prefill's one read, then ``resolve`` runs once
+    for all the media of that call."""
+
+    def __init__(self, values: Optional[torch.Tensor]):
+        self.values = values
+
+    def resolve(self, host: Optional[np.ndarray]) -> List[Tuple[Optional[torch.Tensor], Optional[np.ndarray]]]:
+        """Per item: (saliency [tokens] or None, candidates [tokens] bool on the host or None)."""
+        raise NotImplementedError
+
+
 def with_host_candidates(media: Media, read: Optional[np.ndarray]) -> Media:
     """``media`` with its candidate mask as read on the host (``read``, None if it had none
     on the device), and the newline the model appends after it where there is one."""
     candidates = media.candidates if read is None else read.astype(bool)
     if media.newline_may_follow and candidates is not None and candidates[-1]:
-        return Media(media.modality, media.num_tokens + 1, media.saliency, np.append(candidates, False))
-    if read is None and not media.newline_may_follow:
+        return dataclasses.replace(media, num_tokens=media.num_tokens + 1, candidates=np.append(candidates, False),
+                                   newline_may_follow=False)
+    if read is None:
         return media
-    return Media(media.modality, media.num_tokens, media.saliency, candidates)
+    return dataclasses.replace(media, candidates=candidates)
 
 
 def _host_bool(mask) -> np.ndarray:
@@ -226,12 +254,13 @@ def join_adjacent(placed: List[PlacedMedium]) -> List[PlacedMedium]:
         if joined:
             last = joined[-1]
             if last.row == p.row and last.media.modality == p.media.modality and last.columns[-1] + 1 == p.columns[0]:
-                sal = cand = None
-                if last.media.saliency is not None and p.media.saliency is not None:
-                    sal = torch.cat([last.media.saliency, p.media.saliency])
+                parts, cand = (), None
+                if last.media.saliencies() is not None and p.media.saliencies() is not None:
+                    parts = last.media.saliencies() + p.media.saliencies()
                 if last.media.candidates is not None or p.media.candidates is not None:
                     cand = np.concatenate([last.media.candidate_mask(), p.media.candidate_mask()])
-                joined[-1] = PlacedMedium(Media(p.media.modality, last.media.num_tokens + p.media.num_tokens, sal, cand),
+                joined[-1] = PlacedMedium(Media(p.media.modality, last.media.num_tokens + p.media.num_tokens, None, cand,
+                                                saliency_parts=parts),
                                           p.row, np.concatenate([last.columns, p.columns]))
                 continue
         joined.append(p)
@@ -284,7 +313,7 @@ class CandidateTable:
 
     def saliency(self) -> torch.Tensor:
         """[G, n] float: every medium's saliency at its candidates (one cat, one gather)."""
-        flat = torch.cat([p.media.saliency.reshape(-1) for p in self.media])
+        flat = torch.cat([part.reshape(-1) for p in self.media for part in p.media.saliencies()])
         return flat.to(self.rows.device)[self.saliency_index]
 
 

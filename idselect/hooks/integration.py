@@ -28,6 +28,7 @@ Where state lives (docs/hooks.md, "Generation patterns"):
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -248,23 +249,39 @@ class Hooks:
     # -- prefill: place, plan, score, select, compact -------------------------------------
     def _read_layout(self, call: Call, chunk_mask: torch.Tensor):
         """The prefill's one read from the device: where each modality's placeholders are, the
-        2-D mask of real tokens, and the candidate masks families built on the device; returns
-        (modality -> [B, L] bool, [B, L] bool, media with host candidates)."""
+        2-D mask of real tokens, the candidate masks families built on the device and the host
+        values their deferred layouts need; returns (modality -> [B, L] bool, [B, L] bool,
+        modality -> media with host candidates)."""
         names = list(call.modality_masks)
         device = chunk_mask.device
         parts = [call.modality_masks[m].to(device).reshape(-1) for m in names] + [(chunk_mask != 0).reshape(-1)]
-        pending = [m for ms in call.media.values() for m in ms if isinstance(m.candidates, torch.Tensor)]
-        parts += [m.candidates.to(device).reshape(-1) for m in pending]
-        flat = engine.read_to_host(torch.cat(parts))
+        every = [m for ms in call.media.values() for m in ms]
+        pending = [m for m in every if isinstance(m.candidates, torch.Tensor)]
+        deferred = list({id(m.deferred): m.deferred for m in every if m.deferred is not None}.values())
+        reads = [m.candidates for m in pending] + [d.values for d in deferred if d.values is not None]
+        flat = engine.read_to_host(torch.cat(parts + [t.to(device).reshape(-1) for t in reads]))
         B, L = chunk_mask.shape
-        planes = flat[: (len(names) + 1) * B * L].reshape(len(names) + 1, B, L)
-        read = {}
+        planes = flat[: (len(names) + 1) * B * L].reshape(len(names) + 1, B, L).astype(bool)
         start = planes.size
+        read = {}
         for m in pending:
             read[id(m)] = flat[start : start + m.candidates.numel()]
             start += m.candidates.numel()
-        media = {modality: [engine.with_host_candidates(m, read.get(id(m))) for m in ms]
-                 for modality, ms in call.media.items()}
+        resolved = {}
+        for d in deferred:
+            host = None
+            if d.values is not None:
+                host = flat[start : start + d.values.numel()].reshape(tuple(d.values.shape))
+                start += d.values.numel()
+            resolved[id(d)] = d.resolve(host)
+        media = {}
+        for modality, ms in call.media.items():
+            media[modality] = []
+            for m in ms:
+                if m.deferred is not None:
+                    saliency, candidates = resolved[id(m.deferred)][m.deferred_item]
+                    m = dataclasses.replace(m, saliency=saliency, candidates=candidates, deferred=None)
+                media[modality].append(engine.with_host_candidates(m, read.get(id(m))))
         return dict(zip(names, planes[:-1])), planes[-1], media
 
     def _prefill(self, original, call: Call, kwargs, state: Optional[CacheState]):
@@ -307,7 +324,7 @@ class Hooks:
         else:
             timing = engine.Timing(embeds.device)
             timing.mark()
-            if opts.importance in ("saliency", "unified") and not all(p.media.saliency is not None for p in to_prune):
+            if opts.importance in ("saliency", "unified") and not all(p.media.saliencies() is not None for p in to_prune):
                 raise ValueError(
                     f"idselect: importance={opts.importance!r} needs visual saliency, which this model "
                     f"({self.family.model_type}) did not provide for this input; use importance='relevance'"
@@ -326,7 +343,8 @@ class Hooks:
             kept_media = kept_media_tokens(masks, media, real, table)
             if gen is not None and not gen.use_cache:
                 gen.no_cache_keep = (keep_columns, row_lengths, kept_media)
-        new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask, row_lengths, kept_media)
+        new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask, row_lengths, kept_media,
+                                                     padded=not bool(real.all()))
         if selection is not None:  # a step that reuses a selection leaves its statistics alone
             # From shapes known on the host (no synchronisation): budgets may exceed candidates.
             removed = sum(p.media.num_tokens - int(k) for p, k in zip(selection.table.media, selection.table.budgets))

@@ -11,7 +11,7 @@ budget goes to image tokens. Newlines are found as what they are, copies of the 
 ``image_newline`` vector, so the layout rules above need not be restated here."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -21,10 +21,14 @@ from .family import NO_CLS_TOWERS
 from .llava import Llava
 
 
-def _medium(modality: str, features: torch.Tensor, newline: torch.Tensor) -> Media:
-    """One image or video: its tokens, newline tokens excluded from the candidates."""
-    is_newline = (features == newline.to(features.device, features.dtype)).all(dim=-1)
-    return Media(modality, int(features.shape[0]), None, ~is_newline)
+def _media(modality: str, features: Sequence[torch.Tensor], newline: torch.Tensor, **options) -> List[Media]:
+    """One medium per feature tensor: its tokens, newline tokens excluded from the candidates
+    (one comparison for all of them; the masks are read with the prompt's layout)."""
+    features = list(features)
+    sizes = [int(f.shape[0]) for f in features]
+    flat = torch.cat(features) if len(features) > 1 else features[0]
+    candidates = ~(flat == newline.to(flat.device, flat.dtype)).all(dim=-1)
+    return [Media(modality, n, None, part, **options) for n, part in zip(sizes, candidates.split(sizes))]
 
 
 class LlavaOnevision(Llava):
@@ -38,9 +42,8 @@ class LlavaOnevision(Llava):
     def describe(self, modality: str, base: nn.Module, named: Dict[str, Any], output: Any,
                  attention: Optional[torch.Tensor]) -> List[Media]:
         if modality == "image":
-            return [_medium("image", f, base.image_newline) for f in output.pooler_output]
+            return _media("image", output.pooler_output, base.image_newline)
         # transformers < 5.23 appends each video's newline in the model's forward, after this
         # function: the LLM then receives one more token, never a candidate (decided when the
         # candidates are read with the prompt's layout, without a read of its own here).
-        return [Media("video", m.num_tokens, None, m.candidates, newline_may_follow=True)
-                for m in (_medium("video", f, base.image_newline) for f in output.pooler_output)]
+        return _media("video", output.pooler_output, base.image_newline, newline_may_follow=True)

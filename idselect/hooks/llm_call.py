@@ -29,13 +29,18 @@ class LanguageModelCalls:
         self.cache_arg = handle.cache_arg
 
     def compacted(self, kwargs, state: Optional[CacheState], keep_columns: Optional[torch.Tensor],
-                  chunk_mask: Optional[torch.Tensor] = None, row_lengths=None, kept_media_tokens: int = 0):
+                  chunk_mask: Optional[torch.Tensor] = None, row_lengths=None, kept_media_tokens: int = 0,
+                  padded: Optional[bool] = None):
         """The LLM's keyword arguments for this call's tokens, compacted and continuing
-        ``state``'s cache (``compaction.compact``), and the compaction itself."""
+        ``state``'s cache (``compaction.compact``), and the compaction itself. ``padded``: whether
+        this call's tokens hold padding, when known on the host (a prefill); otherwise a 2-D mask
+        given to this call says it may."""
         embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
         sequence = embeds if embeds is not None else ids
         B, q = sequence.shape[:2]
-        mask_known = self._mask_known(kwargs)  # a mask made here from nothing is all ones: the LLM gets none
+        # The LLM gets a mask only where there is padding (in the cache, in this call, or left by
+        # compaction): an all-ones mask would cost the LLM's mask code a synchronisation.
+        mask_known = padded if padded is not None else self._mask_known(kwargs)
         if chunk_mask is None:
             chunk_mask = self.chunk_mask(dict(kwargs, inputs_embeds=sequence), state, q)
         past = self.past_length(kwargs) if state is None else state.length
@@ -82,10 +87,9 @@ class LanguageModelCalls:
         return int(cache.get_seq_length()) if cache is not None else 0
 
     def _mask_known(self, kwargs) -> bool:
-        """Whether the caller said anything about padding (a mask to this call or to generate())."""
+        """Whether this call was given a 2-D mask (which may hold padding)."""
         mask = kwargs.get("attention_mask")
-        gen = current_generation(self.handle)
-        return (isinstance(mask, torch.Tensor) and mask.dim() == 2) or (gen is not None and gen.attention_mask is not None)
+        return isinstance(mask, torch.Tensor) and mask.dim() == 2
 
     def chunk_mask(self, kwargs, state: Optional[CacheState], q: int) -> torch.Tensor:
         """[B, q] 2-D mask of the tokens of this call (1 = real token)."""
