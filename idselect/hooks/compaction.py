@@ -109,10 +109,10 @@ def compact(chunk_mask: torch.Tensor, keep_columns: Optional[torch.Tensor], call
         removed_before = torch.cumsum((real & ~keep).long(), dim=1)
         if row_lengths is None:
             row_lengths = keep.sum(dim=1).tolist()
-        width = max(row_lengths)
+        width = int(max(row_lengths))
         if width == 0:
             raise ValueError("idselect: the attention mask masks every token of every row; nothing is left to run")
-        ragged = min(row_lengths) < width
+        ragged = int(min(row_lengths)) < width
         pad = width - keep.sum(dim=1)  # left padding per row
         # Each kept token's column after compaction (left padding first); every other column
         # goes to a scratch column past the end, so placing is one scatter with no mask read.

@@ -147,6 +147,12 @@ def layer_feeding(tower: nn.Module, feature_layer) -> Optional[nn.Module]:
     return layers[index - 1] if index > 0 else None
 
 
+def layer_position(tower: nn.Module, layer: nn.Module) -> int:
+    """Index of ``layer`` among the tower's encoder layers: its input is the tower's
+    ``hidden_states[index]`` (embeddings first, then each layer's output)."""
+    return next(i for i, candidate in enumerate(encoder_layers(tower)) if candidate is layer)
+
+
 def cls_attention_of(layer: Optional[nn.Module], layer_input: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """Raw [CLS] attention [images, T] of ``layer`` on its captured input."""
     if layer is None or layer_input is None:

@@ -39,7 +39,7 @@ from torch import nn
 
 from . import compat, engine, scoring
 from .compaction import CacheState, chunk_positions
-from .family import cls_attention_of
+from .family import cls_attention_of, layer_position
 from .generation import STATE_ATTR, cache_state, current_generation, drop_cached_overlap, with_context, wrap_generate
 from .llm_call import LanguageModelCalls
 
@@ -122,6 +122,9 @@ class Hooks:
         self.cache_arg = handle.cache_arg
         self.media_inputs = tuple(self.family.media_inputs) + COMMON_MEDIA_INPUTS
         self.calls = LanguageModelCalls(handle)
+        #: (feature function, saliency layer position) -> whether its output's hidden_states
+        #: hold that layer's input (learned on the first call, which captures it by a hook).
+        self._saliency_from_states: Dict[tuple, bool] = {}
 
     def install(self) -> None:
         """Replace the family's feature functions, the base model's and the LLM's forward,
@@ -151,9 +154,11 @@ class Hooks:
         return forward
 
     def wrap_feature_fn(self, original: Callable, modality: str, tower_attr: Optional[str]) -> Callable:
-        """Run the feature function, capturing the input of the vision layer whose [CLS]
-        attention gives saliency (a forward pre-hook that only this thread's call fills:
-        nothing the model computes changes), and attach the media the family describes."""
+        """Run the feature function and attach the media the family describes, with the input
+        of the vision layer whose [CLS] attention gives saliency: read from the hidden states
+        the tower returns where the first call proved them to be that input (no hook, so a
+        compiled tower stays compiled), else captured by a forward pre-hook that only this
+        thread's call fills (nothing the model computes changes)."""
         def feature_fn(*args, **kwargs):
             if _FEATURES.get() is self.handle:
                 # Called by another wrapped feature function (Qwen3-VL's video features call its
@@ -161,10 +166,12 @@ class Hooks:
                 return original(*args, **kwargs)
             named = compat.bound_arguments(original, args, kwargs)
             layer = self.family.saliency_layer(self.base, tower_attr, named)
+            position = None if layer is None else layer_position(getattr(self.base, tower_attr), layer)
+            from_states = self._saliency_from_states.get((original, position))
             captured: List[torch.Tensor] = []
             owner = threading.get_ident()
             hook = None
-            if layer is not None:
+            if layer is not None and not from_states:
                 def capture(mod, a, kw):
                     if threading.get_ident() == owner and not captured:
                         captured.append(a[0] if a else kw["hidden_states"])
@@ -177,6 +184,13 @@ class Hooks:
             finally:
                 if hook is not None:
                     hook.remove()
+            states = getattr(output, "hidden_states", None)
+            if from_states:
+                captured.append(states[position])
+            elif hook is not None and captured:
+                # The tower's own hidden states hold this layer's input: read them from now on.
+                self._saliency_from_states[(original, position)] = (
+                    isinstance(states, (tuple, list)) and len(states) > position and states[position] is captured[0])
             attention = cls_attention_of(layer, captured[0] if captured else None)
             media = self.family.describe(modality, self.base, named, output, attention)
             try:
