@@ -26,15 +26,19 @@ rows of other models already in that file, so that a run split with --models (or
 time limit) loses nothing. Random weights: the times are real, the answers are not.
 """
 import argparse
+import inspect
 import json
 import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 
 import idselect
+from idselect.hooks.registry import REGISTRY
+from idselect.testing.counting import count_ops
 from idselect.tools.benchmark import device_name, git_commit
 from idselect.tools.cli_args import positive_int
 
@@ -44,74 +48,236 @@ from e2e_plan import dry_run, memory_estimate_gib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-def timed(fn, device, repeats):
-    """Median and p10/p90 (ms) of ``repeats`` runs after one warm-up run."""
-    times = []
-    for i in range(repeats + 1):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i:
-            times.append((time.perf_counter() - t0) * 1e3)
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_once(fn, device):
+    """Wall-clock milliseconds of one call, between two device synchronisations."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def summary(times):
+    """Median and p10/p90 (ms) of a list of times."""
     q = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
-    return {"median": statistics.median(times), "p10": q[0], "p90": q[-1]}
+    return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "runs": len(times)}
 
 
-def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens, new_tokens, repeats, progress):
-    """Yields, batch by batch, one row per (keep, variant) plus the unpruned row."""
+def launches_and_syncs(fn, device):
+    """(kernels, host synchronisations) of one call: on CUDA the profiler's GPU kernels and
+    the warnings of torch.cuda.set_sync_debug_mode; elsewhere the aten ops and sync ops that
+    idselect.testing.counting counts (what the same code launches and waits for on a GPU)."""
+    if not device.startswith("cuda"):
+        with count_ops() as counts:
+            fn()
+        return counts.kernels, counts.syncs
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    sync(device)
+    return kernels, sum("synchroniz" in str(w.message) for w in caught)
+
+
+def compile_for_speed(model, device):
+    """The README's fast path: the language model and the vision towers compiled (CUDA graphs
+    on CUDA); returns the compiled modules (to undo with ``uncompile``)."""
+    family = REGISTRY[model.config.model_type]
+    modules = [family.language_model(model)] + [getattr(model.model, name) for name in ("vision_tower", "visual")
+                                                if isinstance(getattr(model.model, name, None), torch.nn.Module)]
+    mode = "reduce-overhead" if device.startswith("cuda") else None
+    for module in modules:
+        module.compile(mode=mode)
+    return modules
+
+
+def uncompile(modules):
+    for module in modules:
+        module._compiled_call_impl = None
+    torch._dynamo.reset()
+
+
+class Oracle:
+    """The floor of what pruning can give: the unpatched feature functions (vision tower and
+    projector) and then the unpatched language model fed the sequence a patched prefill
+    already pruned (captured once), with the LM head on the last token."""
+
+    def __init__(self, model, inputs, keep):
+        from idselect.hooks import llm_call
+
+        self.model, self.inputs = model, inputs
+        captured = {}
+        original_run = llm_call.LanguageModelCalls.run
+
+        def capture(calls, original, new_kwargs, new_state):
+            captured.update(new_kwargs)
+            return original_run(calls, original, new_kwargs, new_state)
+
+        llm_call.LanguageModelCalls.run = capture
+        try:
+            with torch.no_grad(), idselect.patch(model, keep=keep):
+                model(**inputs, use_cache=False, logits_to_keep=1)
+        finally:
+            llm_call.LanguageModelCalls.run = original_run
+        family = REGISTRY[model.config.model_type]
+        cache_arg = next((k for k in ("cache", "past_key_values") if k in captured), None)
+        self.llm_kwargs = {k: v for k, v in captured.items() if k != cache_arg}
+        self.llm_kwargs["use_cache"] = False
+        self.llm = family.language_model(model)
+        base = family.base(model)
+        self.features = []
+        for name in family.feature_functions:
+            fn = getattr(base, name)
+            params = inspect.signature(fn).parameters
+            args = {k: v for k, v in inputs.items() if k in params}
+            if any(k.startswith("pixel_values") for k in args):
+                self.features.append((fn, args))
+
+    def __call__(self):
+        for fn, args in self.features:
+            fn(**args)
+        hidden = self.llm(**self.llm_kwargs).last_hidden_state
+        return self.model.lm_head(hidden[:, -1:])
+
+
+def run_model(spec, model, device, dtype, batches, keeps, variants, text_tokens, new_tokens, repeats, progress,
+              mode="eager"):
+    """Yields, batch by batch, one row per (keep, variant) plus the unpruned row and, per keep, an
+    oracle row. Variants are interleaved: every round times each case once (prefill; a generate
+    run in the first rounds), so a slow period falls on all of them."""
     usable = [k for k in keeps if k < spec.visual_tokens]
-    for batch in batches:
-        rows = []
-        inputs = batched_inputs(spec, batch, text_tokens, device, dtype)
-        llm_unpruned = inputs["input_ids"].shape[1]
-        plan = [(None, "unpruned")] + [(k, v) for k in usable for v in variants]
-        for keep, variant in plan:
-            handle = idselect.patch(model, keep=keep, selection=VARIANTS[variant]) if keep is not None else None
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            with torch.no_grad():
-                prefill = timed(lambda: model(**inputs, use_cache=True, logits_to_keep=1), device, repeats)
-                stats = dict(handle.last_stats) if handle else {}
-                gen = timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                                   do_sample=False), device, max(1, repeats // 2))
-            peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-            if handle:
-                handle.remove()
-            backend = "-" if variant in ("unpruned", "topk") else (
-                idselect.backend_for(torch.device(device).type) if variant == "id" else variant)
-            rows.append({"model": spec.name, "batch": batch, "variant": variant, "backend": backend,
-                         "keep": keep if keep is not None else spec.visual_tokens,
-                         "visual_tokens": stats.get("visual_tokens_after", spec.visual_tokens * batch) // batch,
-                         "llm_tokens": stats.get("sequence_length_after", llm_unpruned),
-                         "prefill_ms": prefill["median"], "prefill_p10_ms": prefill["p10"], "prefill_p90_ms": prefill["p90"],
-                         "generate_ms": gen["median"], "generate_p10_ms": gen["p10"], "generate_p90_ms": gen["p90"],
-                         "select_ms": stats.get("select_ms", 0.0), "importance_ms": stats.get("importance_ms", 0.0),
-                         "peak_memory_gib": peak, "new_tokens": new_tokens, "text_tokens": text_tokens})
-            if progress:
-                r = rows[-1]
-                print(f"  {spec.name} batch={batch} keep={r['keep']} {variant}: prefill {r['prefill_ms']:.1f} ms, "
-                      f"generate {r['generate_ms']:.1f} ms, select {r['select_ms']:.2f} ms", file=sys.stderr, flush=True)
-        add_ratios(rows)
-        yield rows
+    compiled = compile_for_speed(model, device) if mode == "compiled" else []
+    generate_options = dict(cache_implementation="static") if mode == "compiled" else {}
+    try:
+        for batch in batches:
+            yield run_batch(spec, model, device, batch, usable, variants, text_tokens, new_tokens, repeats, progress,
+                            mode, generate_options, dtype)
+    finally:
+        uncompile(compiled)
+
+
+def run_batch(spec, model, device, batch, usable, variants, text_tokens, new_tokens, repeats, progress, mode,
+              generate_options, dtype):
+    inputs = batched_inputs(spec, batch, text_tokens, device, dtype)
+    llm_unpruned = inputs["input_ids"].shape[1]
+    cases = [(None, "unpruned")] + [(k, v) for k in usable for v in variants] + [(k, "oracle") for k in usable]
+    prefill_runs = max(repeats, 11) if batch == 1 else repeats
+    generate_runs = max(3, repeats // 2)
+    oracles = {k: Oracle(model, inputs, k) for k in usable}
+    times = {case: {"prefill": [], "generate": []} for case in cases}
+    stats, counts = {}, {}
+
+    def run_case(case, what):
+        keep, variant = case
+        if variant == "oracle":
+            call = oracles[keep]
+            return (lambda: call()) if what != "generate" else None
+        handle = None
+        if keep is not None:
+            handle = idselect.patch(model, keep=keep, selection=VARIANTS[variant])
+        prefill = lambda: model(**inputs, use_cache=True, logits_to_keep=1)  # noqa: E731
+        gen = lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,  # noqa: E731
+                                     do_sample=False, **generate_options)
+        return handle, prefill, gen
+
+    with torch.no_grad():
+        for round_ in range(prefill_runs + 1):  # round 0 warms every case up (compiles, CUDA graphs)
+            for case in cases:
+                keep, variant = case
+                if variant == "oracle":
+                    fn = run_case(case, "prefill")
+                    if round_ == 0:
+                        fn(), fn()
+                        counts[case] = launches_and_syncs(fn, device)
+                    else:
+                        times[case]["prefill"].append(time_once(fn, device))
+                    continue
+                handle, prefill, gen = run_case(case, "prefill")
+                try:
+                    if round_ == 0:
+                        prefill(), prefill()
+                        if device.startswith("cuda"):
+                            torch.cuda.reset_peak_memory_stats()
+                        counts[case] = launches_and_syncs(prefill, device)
+                        stats[case] = dict(handle.last_stats) if handle else {}
+                        gen()
+                        stats[case]["peak"] = (torch.cuda.max_memory_allocated() / 2**30
+                                               if device.startswith("cuda") else None)
+                        continue
+                    times[case]["prefill"].append(time_once(prefill, device))
+                    if round_ <= generate_runs:
+                        times[case]["generate"].append(time_once(gen, device))
+                finally:
+                    if handle:
+                        handle.remove()
+    vision = next((s.get("vision_ms") for s in stats.values() if s.get("vision_ms")), None)
+    rows = []
+    for case in cases:
+        keep, variant = case
+        st = stats.get(case, {})
+        prefill = summary(times[case]["prefill"])
+        gen = summary(times[case]["generate"]) if times[case]["generate"] else None
+        backend = "-" if variant in ("unpruned", "topk", "oracle") else (
+            idselect.backend_for(torch.device(device).type) if variant == "id" else variant)
+        kernels, syncs = counts[case]
+        row = {"model": spec.name, "batch": batch, "mode": mode, "variant": variant, "backend": backend,
+               "keep": keep if keep is not None else spec.visual_tokens,
+               "visual_tokens": st.get("visual_tokens_after", (keep or spec.visual_tokens) * batch) // batch,
+               "llm_tokens": st.get("sequence_length_after", oracles[keep].llm_kwargs["inputs_embeds"].shape[1]
+                                    if variant == "oracle" else llm_unpruned),
+               "prefill_ms": prefill["median"], "prefill_p10_ms": prefill["p10"], "prefill_p90_ms": prefill["p90"],
+               "prefill_runs": prefill["runs"],
+               "generate_ms": gen["median"] if gen else None, "generate_p10_ms": gen["p10"] if gen else None,
+               "generate_p90_ms": gen["p90"] if gen else None, "generate_runs": gen["runs"] if gen else 0,
+               "select_ms": st.get("select_ms", 0.0), "importance_ms": st.get("importance_ms", 0.0),
+               "hooks_ms": st.get("hooks_ms", 0.0), "vision_ms": st.get("vision_ms") or vision,
+               "kernels": kernels, "host_syncs": syncs,
+               "peak_memory_gib": st.get("peak"), "new_tokens": new_tokens, "text_tokens": text_tokens}
+        rows.append(row)
+        if progress:
+            g = f"generate {row['generate_ms']:.1f} ms, " if gen else ""
+            print(f"  {spec.name} [{mode}] batch={batch} keep={row['keep']} {variant}: prefill {row['prefill_ms']:.1f} ms, "
+                  f"{g}hooks {row['hooks_ms']:.2f} ms, {kernels} kernels, {syncs} syncs", file=sys.stderr, flush=True)
+    add_ratios(rows)
+    return rows
 
 
 def add_ratios(rows):
-    """Speedups against the unpruned row of the same model and batch, the selection share of the
-    pruned prefill, and for ID-Selection its cost against top-k at the same keep (same process)."""
-    base = {(r["model"], r["batch"]): r for r in rows if r["variant"] == "unpruned"}
-    topk = {(r["model"], r["batch"], r["keep"]): r for r in rows if r["variant"] == "topk"}
+    """Speedups against the unpruned row of the same model, batch and mode, the shares of the
+    pruned prefill (importance + selection; everything the hooks do), for ID-Selection its cost
+    against top-k at the same keep, and every pruned row against the oracle (same process)."""
+    key = lambda r, *more: (r["model"], r["batch"], r.get("mode", "eager")) + more  # noqa: E731
+    base = {key(r): r for r in rows if r["variant"] == "unpruned"}
+    topk = {key(r, r["keep"]): r for r in rows if r["variant"] == "topk"}
+    oracle = {key(r, r["keep"]): r for r in rows if r["variant"] == "oracle"}
     for r in rows:
-        b = base[(r["model"], r["batch"])]
+        b = base[key(r)]
         r["prefill_speedup"] = b["prefill_ms"] / r["prefill_ms"]
-        r["generate_speedup"] = b["generate_ms"] / r["generate_ms"]
+        r["generate_speedup"] = b["generate_ms"] / r["generate_ms"] if r.get("generate_ms") else None
         r["select_share_of_prefill"] = r["select_ms"] / r["prefill_ms"]
-        t = topk.get((r["model"], r["batch"], r["keep"]))
-        if t is not None and r["variant"] not in ("unpruned", "topk"):
+        r["hooks_share_of_prefill"] = r.get("hooks_ms", 0.0) / r["prefill_ms"]
+        t = topk.get(key(r, r["keep"]))
+        if t is not None and r["variant"] not in ("unpruned", "topk", "oracle"):
             r["prefill_vs_topk"] = r["prefill_ms"] / t["prefill_ms"]
             r["generate_vs_topk"] = r["generate_ms"] / t["generate_ms"]
+        o = oracle.get(key(r, r["keep"]))
+        if o is not None and r["variant"] not in ("unpruned", "oracle"):
+            r["prefill_vs_oracle"] = r["prefill_ms"] / o["prefill_ms"]
 
 
 # -- memory and time plan (no GPU needed) --------------------------------------------------------
@@ -123,15 +289,16 @@ def plot(rows, path, metric, ylabel, title_extra=""):
 
     batches = sorted({r["batch"] for r in rows})
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4), squeeze=False)
-    styles = {"id": "-", "topk": "--", "reference": ":", "device_path": "-."}
+    styles = {"id": "-", "topk": "--", "reference": ":", "device_path": "-.", "oracle": "-"}
     models = sorted({r["model"] for r in rows})
     for ax, batch in zip(axes[0], batches):
         for i, name in enumerate(models):
             for variant, style in styles.items():
-                pts = sorted((r["keep"], r[metric]) for r in rows
-                             if r["model"] == name and r["batch"] == batch and r["variant"] == variant)
+                pts = sorted((r["keep"], r[metric]) for r in rows if r["model"] == name and r["batch"] == batch
+                             and r["variant"] == variant and r.get("mode", "eager") == "eager")
                 if pts:
-                    ax.plot(*zip(*pts), style, marker="o", color=f"C{i}", label=f"{name} {variant}")
+                    ax.plot(*zip(*pts), style, marker="x" if variant == "oracle" else "o", color=f"C{i}",
+                            alpha=0.4 if variant == "oracle" else 1.0, label=f"{name} {variant}")
         ax.set(xscale="log", xlabel="visual tokens kept per image", ylabel=ylabel, title=f"batch {batch}")
         if metric == "prefill_speedup":
             ax.axhline(1.0, color="grey", lw=0.5)
@@ -146,9 +313,10 @@ def plot(rows, path, metric, ylabel, title_extra=""):
 
 def merge_rows(old_rows, new_rows):
     """old_rows less the (model, batch) cases new_rows measured again, then new_rows."""
-    redone = {(r["model"], r["batch"]) for r in new_rows}
+    redone = {(r["model"], r["batch"], r.get("mode", "eager")) for r in new_rows}
     # Rows without "variant" come from the format before top-k and batches; they cannot be compared.
-    return [r for r in old_rows if "variant" in r and (r["model"], r.get("batch")) not in redone] + new_rows
+    return [r for r in old_rows
+            if "variant" in r and (r["model"], r.get("batch"), r.get("mode", "eager")) not in redone] + new_rows
 
 
 def write_results(rows, out_dir, stem):
@@ -182,15 +350,17 @@ def merge_files(paths, out_dir):
 
 
 def print_table(rows):
-    print(f"{'model':<21}{'b':>3}{'keep':>6}{'variant':>12}{'LLM tok':>8}{'prefill ms (p10-p90)':>26}{'speedup':>9}"
-          f"{'gen ms':>10}{'speedup':>9}{'select ms':>11}{'share':>8}{'vs topk':>9}{'peak GiB':>10}")
+    print(f"{'model':<21}{'b':>3}{'mode':>9}{'keep':>6}{'variant':>12}{'LLM tok':>8}{'prefill ms (p10-p90)':>26}"
+          f"{'speedup':>9}{'gen ms':>10}{'speedup':>9}{'hooks ms':>10}{'share':>8}{'kernels':>9}{'syncs':>7}"
+          f"{'vs oracle':>10}{'vision ms':>11}")
+    fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
     for r in rows:
-        mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "-"
-        vs = f"{r['prefill_vs_topk']:.3f}" if "prefill_vs_topk" in r else "-"
         spread = f"{r['prefill_ms']:.1f} ({r['prefill_p10_ms']:.1f}-{r['prefill_p90_ms']:.1f})"
-        print(f"{r['model']:<21}{r['batch']:>3}{r['keep']:>6}{r['variant']:>12}{r['llm_tokens']:>8}{spread:>26}"
-              f"{r['prefill_speedup']:>8.2f}x{r['generate_ms']:>10.1f}{r['generate_speedup']:>8.2f}x"
-              f"{r['select_ms']:>11.2f}{r['select_share_of_prefill']:>8.1%}{vs:>9}{mem:>10}")
+        print(f"{r['model']:<21}{r['batch']:>3}{r.get('mode', 'eager'):>9}{r['keep']:>6}{r['variant']:>12}"
+              f"{r['llm_tokens']:>8}{spread:>26}{r['prefill_speedup']:>8.2f}x{fmt(r.get('generate_ms'), '.1f'):>10}"
+              f"{fmt(r.get('generate_speedup'), '.2f'):>8}x{r.get('hooks_ms', 0.0):>10.2f}"
+              f"{r.get('hooks_share_of_prefill', 0.0):>8.1%}{fmt(r.get('kernels'), 'd'):>9}{fmt(r.get('host_syncs'), 'd'):>7}"
+              f"{fmt(r.get('prefill_vs_oracle'), '.3f'):>10}{fmt(r.get('vision_ms'), '.2f'):>11}")
 
 
 def parse_args(argv):
@@ -204,7 +374,11 @@ def parse_args(argv):
     p.add_argument("--variants", nargs="+", default=["id", "topk", "reference"], choices=list(VARIANTS))
     p.add_argument("--text-tokens", type=positive_int, default=32)
     p.add_argument("--new-tokens", type=positive_int, default=64)
-    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="prefill runs per case (batch 1: at least 11); generate runs: max(3, repeats // 2)")
+    p.add_argument("--modes", nargs="+", choices=["eager", "compiled"], default=["eager"],
+                   help="compiled: the README's fast path (language model and vision tower compiled, CUDA graphs "
+                        "on CUDA; generate() with a static cache)")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="with --size real: that many layers per tower, real widths (shape checks on a CPU)")
     p.add_argument("--dry-run", action="store_true",
@@ -257,11 +431,12 @@ def main(argv=None):
         params = param_count(model)
         skipped += [f"{name}: keep {k} >= its {spec.visual_tokens} visual tokens (nothing to prune)"
                     for k in args.keeps if k >= spec.visual_tokens]
-        for batch_rows in run_model(spec, model, args.device, dtype, args.batches, args.keeps, args.variants,
-                                    args.text_tokens, args.new_tokens, args.repeats, progress=True):
+        for batch_rows in (rows_ for mode in args.modes for rows_ in run_model(
+                spec, model, args.device, dtype, args.batches, args.keeps, args.variants, args.text_tokens,
+                args.new_tokens, args.repeats, progress=True, mode=mode)):
             for r in batch_rows:
                 r.update(meta, params=params)
-                if args.size == "real" and args.depth is None:
+                if args.size == "real" and args.depth is None and r["variant"] != "oracle":
                     keep = None if r["variant"] == "unpruned" else r["keep"]
                     r["peak_memory_estimate_gib"] = memory_estimate_gib(spec, params, r["batch"], keep,
                                                                         args.text_tokens, args.new_tokens)[0]
@@ -275,7 +450,7 @@ def main(argv=None):
         print(f"skipped: {line}")
     for r in rows:
         if r["variant"] == "id" and "prefill_vs_topk" in r:
-            print(f"ID-Selection vs top-k, {r['model']} batch {r['batch']} keep {r['keep']}: prefill "
+            print(f"ID-Selection vs top-k, {r['model']} batch {r['batch']} [{r['mode']}] keep {r['keep']}: prefill "
                   f"{r['prefill_vs_topk'] - 1:+.1%}, generate {r['generate_vs_topk'] - 1:+.1%} (goal: within 5%)")
     print(f"wrote {stem}.json, {stem}.png and {stem}_share.png under {args.out_dir}")
     return 0

@@ -469,22 +469,25 @@ def zero_score_picks(replay: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 class Timing:
-    """Importance and selection time of one pruning, without host synchronisation: on CUDA,
-    events are recorded on the stream and read only when the statistics are read."""
+    """Named points in time of one pruning, without host synchronisation: on CUDA, events are
+    recorded on the stream and read only when the statistics are read."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.marks: List[Any] = []
+        self.marks: Dict[str, Any] = {}
 
-    def mark(self) -> None:
+    def mark(self, name: str) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-            self.marks.append(event)
+            self.marks[name] = event
         else:
-            self.marks.append(time.perf_counter())
+            self.marks[name] = time.perf_counter()
 
-    def elapsed_ms(self, start: int, end: int) -> float:
+    def elapsed_ms(self, start: str, end: str) -> float:
+        """Milliseconds from mark ``start`` to mark ``end`` (0.0 if either was not reached)."""
+        if start not in self.marks or end not in self.marks:
+            return 0.0
         a, b = self.marks[start], self.marks[end]
         if self.cuda:
             b.synchronize()

@@ -60,8 +60,11 @@ class PatchHandle:
     def last_stats(self) -> Dict[str, Any]:
         """Statistics of the last prefill that carried images or videos (any thread):
         ``visual_tokens_before`` / ``_after`` (summed over the batch), ``sequence_length_before``
-        / ``_after``, ``importance_ms`` and ``select_ms`` (importance + selection; on CUDA read
-        from events, so reading them waits for that work, and nothing else does),
+        / ``_after``, ``importance_ms`` and ``select_ms`` (importance + selection), ``hooks_ms``
+        (everything the hooks do in the language model's prefill call: layout read, importance,
+        selection, compaction) and ``vision_ms`` (the feature functions: vision tower and
+        projector) - on CUDA read from events, so reading them waits for that work, and nothing
+        else does -,
         ``kept_indices`` (per pruned medium, its kept tokens' indices within it) and
         ``zero_score_picks`` (per pruned medium, picks made after every remaining score had
         been suppressed to 0, i.e. by index; computed when first read, in one batch with one
@@ -74,7 +77,11 @@ class PatchHandle:
             # views of the selection's batched result) and the zero-score replay.
             if last.get("timing") is not None:
                 timing = last.pop("timing")
-                last["stats"].update(importance_ms=timing.elapsed_ms(0, 1), select_ms=timing.elapsed_ms(0, 2))
+                last["stats"].update(importance_ms=timing.elapsed_ms("scoring", "scored"),
+                                     select_ms=timing.elapsed_ms("scoring", "selected"),
+                                     hooks_ms=timing.elapsed_ms("entry", "compacted"))
+            if last.get("vision") is not None:
+                last["stats"]["vision_ms"] = sum(t.elapsed_ms("start", "end") for t in last.pop("vision"))
             selection = last.pop("selection", None)
             if selection is not None:
                 last["stats"]["kept_indices"] = selection.kept_indices()
@@ -88,11 +95,12 @@ class PatchHandle:
         has seen: compare before and after a call to know whether it made one."""
         return self._media_prefills
 
-    def record(self, stats: Dict[str, Any], timing: Optional[Timing] = None, selection=None) -> None:
+    def record(self, stats: Dict[str, Any], timing: Optional[Timing] = None, selection=None,
+               vision: Optional[List[Timing]] = None) -> None:
         """Store the statistics of a prefill with media (called by the hooks); what needs the
         device (timing events, the selection's results) is resolved when they are read."""
         with self._stats_lock:
-            self._last = {"stats": stats, "timing": timing, "selection": selection}
+            self._last = {"stats": stats, "timing": timing, "selection": selection, "vision": vision}
             self._media_prefills += 1
 
     # -- patching -----------------------------------------------------------------------

@@ -44,6 +44,7 @@ from .generation import STATE_ATTR, cache_state, current_generation, drop_cached
 from .llm_call import LanguageModelCalls
 
 MEDIA_ATTR = "idselect_media"  # attribute of a feature function's output: its List[Media]
+VISION_ATTR = "idselect_vision_timing"  # and the engine.Timing of the call that made it
 SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] saliency"
 #: Inputs that carry media in every family, besides its own ``media_inputs``: encodings made
 #: earlier by the model (transformers >= 5.22 passes them back in).
@@ -58,6 +59,7 @@ class Call:
     handle: Any
     modality_masks: Dict[str, torch.Tensor]  # modality -> [B, L] bool
     media: Dict[str, List[engine.Media]] = field(default_factory=dict)
+    vision: List[engine.Timing] = field(default_factory=list)  # each feature function's start and end
 
 
 _CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
@@ -179,11 +181,17 @@ class Hooks:
             # Under torch.compile a compiled tower may skip a hook added after compilation:
             # a tower whose input is captured runs eagerly.
             run = original if hook is None else torch.compiler.disable(original, reason=SALIENCY_REASON)
+            call = self._current_call()
+            timing = engine.Timing(self.calls.device())
+            timing.mark("start")
             try:
                 output = with_context(_FEATURES, self.handle, run, args, kwargs)
             finally:
                 if hook is not None:
                     hook.remove()
+            timing.mark("end")
+            if call is not None:
+                call.vision.append(timing)
             states = getattr(output, "hidden_states", None)
             if from_states:
                 captured.append(states[position])
@@ -195,9 +203,9 @@ class Hooks:
             media = self.family.describe(modality, self.base, named, output, attention)
             try:
                 setattr(output, MEDIA_ATTR, media)
+                setattr(output, VISION_ATTR, timing)  # for the forward that receives these encodings
             except AttributeError:  # a plain tuple (return_dict=False): the call below still sees it
                 pass
-            call = self._current_call()
             if call is not None and media:
                 call.media.setdefault(media[0].modality, []).extend(media)
             return output
@@ -222,6 +230,8 @@ class Hooks:
                 media = getattr(output, MEDIA_ATTR, None) if output is not None else None
                 if media:
                     call.media.setdefault(modality, []).extend(media)
+                    if getattr(output, VISION_ATTR, None) is not None:
+                        call.vision.append(getattr(output, VISION_ATTR))
             return with_context(_CALL, call, original, (), named)
 
         return forward
@@ -302,13 +312,16 @@ class Hooks:
         opts = self.handle.options
         embeds = kwargs["inputs_embeds"]
         B, L, _ = embeds.shape
+        timing = engine.Timing(embeds.device)
+        timing.mark("entry")
         chunk_mask = self.calls.chunk_mask(kwargs, state, L)
         masks, real, media = self._read_layout(call, chunk_mask)
         placed = engine.plan(engine.place_media(masks, media, self.family.merge_adjacent), opts, real)
         before = sum(p.media.num_tokens for p in placed)
         stats = {"visual_tokens_before": before, "visual_tokens_after": before,
                  "sequence_length_before": L, "sequence_length_after": L,
-                 "importance_ms": 0.0, "select_ms": 0.0, "kept_indices": [], "zero_score_picks": []}
+                 "importance_ms": 0.0, "select_ms": 0.0, "hooks_ms": 0.0, "vision_ms": 0.0,
+                 "kept_indices": [], "zero_score_picks": []}
         to_prune = [p for p in placed if p.pruned]
         if to_prune and _LABELS.get() is self.handle:
             raise ValueError(
@@ -322,11 +335,11 @@ class Hooks:
                 "conversation); start a new cache for a turn that brings new media"
             )
         if not to_prune:  # keep = everything: run the model untouched
-            self.handle.record(stats)
+            self.handle.record(stats, vision=call.vision)
             return self.calls.run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
         gen = current_generation(self.handle)
         reuse = gen is not None and not gen.use_cache and gen.no_cache_keep is not None
-        timing, selection = None, None
+        selection = None
         if reuse and gen.no_cache_keep[0].shape[0] == B and gen.no_cache_keep[0].shape[1] <= L:
             # use_cache=False: every step re-runs the whole sequence; the selection is the first
             # step's (as with a cache), not one made again with the latest token as the query.
@@ -336,8 +349,7 @@ class Hooks:
             keep_columns[:, : first_keep.shape[1]] = first_keep
             row_lengths = first_lengths + (L - first_keep.shape[1])
         else:
-            timing = engine.Timing(embeds.device)
-            timing.mark()
+            timing.mark("scoring")
             if opts.importance in ("saliency", "unified") and not all(p.media.saliencies() is not None for p in to_prune):
                 raise ValueError(
                     f"idselect: importance={opts.importance!r} needs visual saliency, which this model "
@@ -350,20 +362,21 @@ class Hooks:
                 relevance = self._relevance_inputs(original, embeds, chunk_mask, kwargs, state)
             scores = scoring.importance_scores(table, opts.importance, opts.alpha, relevance,
                                                features if relevance is not None and relevance.hidden is embeds else None)
-            timing.mark()
+            timing.mark("scored")
             selection = engine.select(table, scores, embeds, opts, features)
-            timing.mark()
+            timing.mark("selected")
             keep_columns, row_lengths = selection.keep_columns, table.row_lengths
             kept_media = kept_media_tokens(masks, media, real, table)
             if gen is not None and not gen.use_cache:
                 gen.no_cache_keep = (keep_columns, row_lengths, kept_media)
         new_kwargs, compacted = self.calls.compacted(kwargs, state, keep_columns, chunk_mask, row_lengths, kept_media,
                                                      padded=not bool(real.all()))
+        timing.mark("compacted")
         if selection is not None:  # a step that reuses a selection leaves its statistics alone
             # From shapes known on the host (no synchronisation): budgets may exceed candidates.
             removed = sum(p.media.num_tokens - int(k) for p, k in zip(selection.table.media, selection.table.budgets))
             stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width)
-            self.handle.record(stats, timing, selection)
+            self.handle.record(stats, timing, selection, call.vision)
         return self.calls.run(original, new_kwargs, compacted.state)
 
     def _relevance_inputs(self, llm_forward, embeds, chunk_mask, kwargs, state) -> scoring.RelevanceInputs:

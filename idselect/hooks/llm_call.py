@@ -82,6 +82,10 @@ class LanguageModelCalls:
                 self.base.rope_deltas = (new_state.next_positions[-1] - new_state.length)[:, None]
         return output
 
+    def device(self) -> torch.device:
+        """Where the language model runs (its input embeddings' device)."""
+        return self.family.language_model(self.handle.model).get_input_embeddings().weight.device
+
     def past_length(self, kwargs) -> int:
         cache = kwargs.get(self.cache_arg)
         return int(cache.get_seq_length()) if cache is not None else 0
