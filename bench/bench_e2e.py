@@ -196,7 +196,7 @@ def run_batch(spec, model, device, batch, usable, variants, text_tokens, new_tok
         return handle, prefill, gen
 
     with torch.no_grad():
-        for round_ in range(prefill_runs + 1):  # round 0 warms every case up (compiles, CUDA graphs)
+        for round_ in range(max(prefill_runs, generate_runs) + 1):  # round 0 warms every case up (compiles, graphs)
             for case in cases:
                 keep, variant = case
                 if variant == "oracle":
@@ -204,7 +204,7 @@ def run_batch(spec, model, device, batch, usable, variants, text_tokens, new_tok
                     if round_ == 0:
                         fn(), fn()
                         counts[case] = launches_and_syncs(fn, device)
-                    else:
+                    elif round_ <= prefill_runs:
                         times[case]["prefill"].append(time_once(fn, device))
                     continue
                 handle, prefill, gen = run_case(case, "prefill")
@@ -219,7 +219,8 @@ def run_batch(spec, model, device, batch, usable, variants, text_tokens, new_tok
                         stats[case]["peak"] = (torch.cuda.max_memory_allocated() / 2**30
                                                if device.startswith("cuda") else None)
                         continue
-                    times[case]["prefill"].append(time_once(prefill, device))
+                    if round_ <= prefill_runs:
+                        times[case]["prefill"].append(time_once(prefill, device))
                     if round_ <= generate_runs:
                         times[case]["generate"].append(time_once(gen, device))
                 finally:

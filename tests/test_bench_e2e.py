@@ -29,13 +29,20 @@ def test_e2e_smoke_two_models_merge_into_one_file(tmp_path):
     for model, visual, batches in (("llava-1.5-7b", 576, (1, 2)), ("qwen2.5-vl-7b", 256, (2,))):
         for batch in batches:
             case = {r["variant"]: r for r in rows if r["model"] == model and r["batch"] == batch}
-            assert sorted(case) == ["id", "reference", "topk", "unpruned"]
+            assert sorted(case) == ["id", "oracle", "reference", "topk", "unpruned"]
             assert case["unpruned"]["keep"] == visual and case["unpruned"]["llm_tokens"] == visual + 32
             assert case["unpruned"]["prefill_speedup"] == 1.0 and case["unpruned"]["select_ms"] == 0.0
             for variant in ("id", "topk", "reference"):
                 r = case[variant]
                 assert r["visual_tokens"] == 64 and r["llm_tokens"] == 64 + 32
                 assert r["select_ms"] > 0 and r["prefill_p10_ms"] <= r["prefill_ms"] <= r["prefill_p90_ms"]
+                assert r["select_ms"] <= r["hooks_ms"] and r["vision_ms"] > 0 and r["mode"] == "eager"
+                assert r["prefill_vs_oracle"] == r["prefill_ms"] / case["oracle"]["prefill_ms"]
+                if variant != "reference":  # the reference reads every pick; the op and top-k read nothing
+                    assert r["host_syncs"] <= case["unpruned"]["host_syncs"] + 1 and r["kernels"] > 0
+            assert case["oracle"]["llm_tokens"] == 64 + 32 and case["oracle"]["generate_ms"] is None
+            assert case["unpruned"]["prefill_runs"] == (11 if batch == 1 else 1)
+            assert case["id"]["generate_runs"] == 3
             assert case["id"]["backend"] == idselect.backend_for("cpu") and case["reference"]["backend"] == "reference"
             assert case["id"]["prefill_vs_topk"] == case["id"]["prefill_ms"] / case["topk"]["prefill_ms"]
             assert "prefill_vs_topk" not in case["topk"]
