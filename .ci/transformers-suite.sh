@@ -17,7 +17,7 @@
 #   (test_pipeline_mixin.py imports src/transformers by path)
 #   (test_modeling_common.py, test_configuration_common.py, ...); CI can fetch it (pip only);
 # - a transformers git snapshot ($TRANSFORMERS_GIT, a git directory) at $TRANSFORMERS_REF
-#   (default v<version>): tests/models/, tests/generation/, tests/exporters/, tests/utils/, the repository's utils/ (helpers the tests import) and the other
+#   (default v<version>): tests/models/, tests/generation/, tests/exporters/, tests/utils/, tests/pipelines/, the repository's utils/ (helpers the tests import) and the other
 #   top-level helpers (tests/__init__.py, tests/*_tester.py), which the source release lacks.
 #   CI has no copy of the repository, so this runs where a snapshot exists, not in .ci/run.
 #   With a ref that is not the release's tag, the release's own top-level files still win.
@@ -55,10 +55,10 @@ if [ -z "$python_bin" ]; then
     python -m venv "$work/venv-$VERSION"
     minor=$(echo "$VERSION" | cut -d. -f2)
     if [ "$(echo "$VERSION" | cut -d. -f1)" = 5 ] && [ "$minor" -ge 17 ] && [ "$minor" -le 23 ]; then
-      "$python_bin" -m pip install -q -r .ci/requirements-older-transformers.txt "transformers==$VERSION" parameterized
+      "$python_bin" -m pip install -q -r .ci/requirements-older-transformers.txt "transformers==$VERSION" parameterized requests datasets
     else
       "$python_bin" -m pip install -q "torch==$(python -c 'import torch; print(torch.__version__)')" \
-        "transformers==$VERSION" numpy pytest parameterized httpx
+        "transformers==$VERSION" numpy pytest parameterized httpx requests datasets
     fi
   fi
 fi
@@ -72,7 +72,7 @@ tree="$work/tree-$VERSION-$(git -C "$TRANSFORMERS_GIT" rev-parse --short "$REF^{
 if [ ! -d "$tree/tests" ]; then
   mkdir -p "$tree"
   paths=$(git -C "$TRANSFORMERS_GIT" ls-tree --name-only "$REF" tests/ | grep '\.py$')
-  for dir in tests/generation tests/exporters tests/utils tests/models/__init__.py utils; do
+  for dir in tests/generation tests/exporters tests/utils tests/pipelines tests/models/__init__.py utils; do
     git -C "$TRANSFORMERS_GIT" cat-file -e "$REF:$dir" 2>/dev/null && paths="$paths $dir"
   done
   for family in llava llava_next llava_onevision video_llava qwen2_5_vl qwen3_vl qwen3_5 internvl; do
