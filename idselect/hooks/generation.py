@@ -5,6 +5,7 @@ nested calls never see each other's)."""
 from __future__ import annotations
 
 import contextvars
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
@@ -63,6 +64,7 @@ def wrap_generate(handle, media_inputs, original: Callable) -> Callable:
             use_cache = getattr(config, "use_cache", True)
         refuse_broken_expansion(handle, media_inputs, named, config)
         continues = cache_state(named.get(handle.cache_arg))
+        refuse_assisted_decoding(handle, media_inputs, original, named, continues)
         input_length = int(sequence.shape[1]) if sequence is not None else 0
         if continues is not None and input_length <= continues.original_length:
             raise ValueError(
@@ -76,6 +78,57 @@ def wrap_generate(handle, media_inputs, original: Callable) -> Callable:
         return with_context(GENERATION, gen, original, args, kwargs)
 
     return generate
+
+
+def refuse_assisted_decoding(handle, media_inputs, original: Callable, named: Dict[str, Any],
+                             continues: Optional[CacheState]) -> None:
+    """Refuse, before anything runs, a generate() call that decodes with a candidate generator
+    (``assistant_model=``, ``prompt_lookup_num_tokens=``, ``assistant_early_exit=``, ``use_mtp``,
+    in the call or its generation config: whatever transformers' own ``get_generation_mode``
+    calls assisted generation) where the patched model could prune: with media whose tokens the
+    budget may cut, or continuing a pruned cache. Verifying the candidates crops the KV cache
+    (``cache.crop()``) to the accepted tokens, which a pruned cache's state cannot follow, so
+    such a call used to fail only at its first rejected draft, mid-generation."""
+    has_media = any(named.get(k) is not None for k in media_inputs)
+    if continues is None and not has_media:
+        return
+    try:
+        # The configuration generate() itself will use: the call's generation_config (or the
+        # model's), the model's defaults, then the call's keyword arguments.
+        params = inspect.signature(original).parameters
+        extra = {k: v for k, v in named.items() if k not in params}
+        config, _ = handle.model._prepare_generation_config(named.get("generation_config"), **extra)
+        mode = config.get_generation_mode(named.get("assistant_model"))
+    except Exception:  # an invalid configuration: generate() raises its own error for it
+        return
+    if getattr(mode, "value", mode) != "assisted_generation":
+        return
+    if continues is None and not could_prune(handle, named):
+        return  # keep covers every medium: the patch is an identity for this call
+    raise NotImplementedError(
+        "idselect: assisted decoding (assistant_model, prompt_lookup_num_tokens, assistant_early_exit, "
+        f"use_mtp; here in {'the call' if named.get('assistant_model') is not None else 'the generation config'}) "
+        f"is not supported on a patched {handle.family.model_type} model with keep={handle.options.keep!r} "
+        "for a call with images or videos, or one that continues a pruned cache: checking the drafts crops the "
+        "KV cache, which the pruning state of the cache cannot follow. Generate without it, or call "
+        "handle.remove() first"
+    )
+
+
+def could_prune(handle, named: Dict[str, Any]) -> bool:
+    """Whether this call's media may lose tokens: a medium has at most as many tokens as its
+    row has placeholders of its modality, and a budget at least that large leaves it whole. Without input ids
+    (embeddings only), assume it may."""
+    keep = handle.options.keep
+    if isinstance(keep, float):
+        return keep < 1.0
+    ids = next((named[k] for k in ("input_ids", "inputs") if isinstance(named.get(k), torch.Tensor)), None)
+    if ids is None or ids.dim() != 2 or ids.is_floating_point():
+        return True
+    config = handle.family.base(handle.model).config
+    most = max(int((ids == handle.family.placeholder_token_id(config, m)).sum(dim=1).max())
+               for m in handle.family.modalities)
+    return keep < most
 
 
 def refuse_broken_expansion(handle, media_inputs, named: Dict[str, Any], config) -> None:

@@ -65,6 +65,7 @@ class Call:
 _CALL: contextvars.ContextVar = contextvars.ContextVar("idselect_call", default=None)
 _LABELS: contextvars.ContextVar = contextvars.ContextVar("idselect_labels", default=None)  # handle of a call with labels=
 _FEATURES: contextvars.ContextVar = contextvars.ContextVar("idselect_features", default=None)  # handle whose feature function runs
+_TUPLE_ASKED: contextvars.ContextVar = contextvars.ContextVar("idselect_tuple_asked", default=None)  # Hooks.as_requested
 
 
 def placeholder_mask(base: nn.Module, token_id: int, input_ids, inputs_embeds) -> torch.Tensor:
@@ -201,16 +202,37 @@ class Hooks:
                     isinstance(states, (tuple, list)) and len(states) > position and states[position] is captured[0])
             attention = cls_attention_of(layer, captured[0] if captured else None)
             media = self.family.describe(modality, self.base, named, output, attention)
-            try:
-                setattr(output, MEDIA_ATTR, media)
-                setattr(output, VISION_ATTR, timing)  # for the forward that receives these encodings
-            except AttributeError:  # a plain tuple (return_dict=False): the call below still sees it
-                pass
+            setattr(output, MEDIA_ATTR, media)  # a ModelOutput: as_requested asks for return_dict=True
+            setattr(output, VISION_ATTR, timing)  # for the forward that receives these encodings
             if call is not None and media:
                 call.media.setdefault(media[0].modality, []).extend(media)
             return output
 
-        return feature_fn
+        return self.as_requested(feature_fn)
+
+    def as_requested(self, feature_fn: Callable) -> Callable:
+        """``feature_fn`` always run with ``return_dict=True`` (``describe`` reads the output's
+        fields, and a plain tuple cannot carry the media), its output then given back in the
+        form the unpatched function gives: a tuple for ``return_dict=False``, or for no
+        ``return_dict`` with ``config.return_dict`` false, exactly as transformers'
+        ``can_return_tuple`` resolves it on every wrapped feature function of every supported
+        release; also a tuple where a nested feature function (Qwen3-VL's video features call
+        its image features, without ``return_dict``) would have returned one."""
+        def feature_fn_as_requested(*args, **kwargs):
+            wanted = kwargs.pop("return_dict", None)
+            if wanted is None:
+                wanted = getattr(self.base.config, "return_dict", True)
+            outer = _TUPLE_ASKED.get()
+            if _FEATURES.get() is self.handle and outer is not None:
+                # Called by another wrapped feature function, which describes this output: it
+                # stays a dict, and the outer call turns it into a tuple where this one would have.
+                outer.append(not wanted)
+                return feature_fn(*args, return_dict=True, **kwargs)
+            asked = [not wanted]
+            output = with_context(_TUPLE_ASKED, asked, feature_fn, args, dict(kwargs, return_dict=True))
+            return output.to_tuple() if any(asked) and not isinstance(output, tuple) else output
+
+        return feature_fn_as_requested
 
     def wrap_model_forward(self, original: Callable) -> Callable:
         def forward(*args, **kwargs):
