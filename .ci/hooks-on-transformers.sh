@@ -16,7 +16,7 @@ HOOKS_TESTS="tests/test_hooks.py tests/test_hooks_llava_onevision.py tests/test_
   tests/test_hooks_qwen_internvl.py tests/test_hooks_robustness.py tests/test_generation_patterns.py
   tests/test_transformers_versions.py tests/test_tiny_models.py tests/test_importance.py
   tests/test_engine.py tests/test_family_contract.py tests/test_hooks_feature_outputs.py
-  tests/test_hooks_assisted.py"
+  tests/test_hooks_assisted.py tests/test_hot_path.py"
 
 ls idselect/_C*.so > /dev/null 2>&1 || { echo "idselect/_C*.so not built: run the README's install first" >&2; exit 1; }
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')

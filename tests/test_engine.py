@@ -97,7 +97,7 @@ def _select(planned, scores, embeds, opts, real=None):
     table = engine.candidate_table(planned, real, embeds.device, with_saliency=False)
     table_scores = torch.zeros(table.rows.shape)
     for g, i in enumerate(table.order):
-        table_scores[g, : scores[i].numel()] = scores[i]
+        table_scores[g, : scores[i].numel()] = scores[i][: table.rows.shape[1]]
     return engine.select(table, table_scores, embeds, opts)
 
 
@@ -299,3 +299,20 @@ def test_two_modalities_are_placed_in_the_order_of_their_masks():
              "video": torch.tensor([[1, 1, 0, 0, 0]], dtype=torch.bool)}
     placed = engine.place_media(masks, {"video": [Media("video", 2)], "image": [Media("image", 2)]})
     assert [(p.media.modality, p.columns.tolist()) for p in placed] == [("image", [3, 4]), ("video", [0, 1])]
+
+
+def test_kept_indices_follow_the_pruned_media_in_placeholder_order():
+    """Media sorted into the table by budget and size come back in placeholder order; a medium
+    kept whole is not listed, one with no unmasked candidate is listed empty."""
+    planned = [PlacedMedium(Media("image", 6), 0, np.arange(1, 7), 4),
+               PlacedMedium(Media("image", 3), 0, np.arange(8, 11), 4),  # kept whole: not pruned
+               PlacedMedium(Media("image", 5), 0, np.arange(12, 17), 2),
+               PlacedMedium(Media("image", 4), 0, np.arange(18, 22), 2)]
+    real = np.ones((1, 23), dtype=bool)
+    real[0, 18:22] = False  # the last image is masked whole
+    embeds = torch.randn(1, 23, 4)
+    sel = _select(planned, [torch.rand(6), None, torch.rand(5), torch.rand(0)], embeds,
+                  options(keep=4, selection=lambda f, s, k, g, n: torch.arange(k).expand(f.shape[0], k).contiguous()),
+                  real=real)
+    assert [k.tolist() for k in sel.kept_indices()] == [[0, 1, 2, 3], [0, 1], []]
+    assert sel.table.row_lengths.tolist() == [23 - 6 + 4 - 5 + 2 - 4]

@@ -115,17 +115,18 @@ class Selection:
     replay: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # per budget group: (features, scores, picks)
 
     def kept_indices(self) -> List[torch.Tensor]:
-        """Per pruned medium, in the planned order: its kept tokens' indices within it."""
+        """Per pruned medium, in the planned order: its kept tokens' indices within it (empty
+        for a medium none of whose tokens may be kept, e.g. all masked)."""
         rows = [row for group in self.kept for row in group.unbind(0)]
-        out: List[Optional[torch.Tensor]] = [None] * len(rows)
-        for table_row, planned_index in enumerate(self.table.order):
-            out[planned_index] = rows[table_row]
-        return [t for t in out if t is not None]
+        empty = self.keep_columns.new_empty(0, dtype=torch.long)
+        return self.in_planned_order(rows, [empty] * len(self.table.empty))
 
-    def in_planned_order(self, values: List[Any]) -> List[Any]:
-        """Per-medium values in table order, reordered as the planned media."""
-        ranked = sorted(range(len(values)), key=lambda r: self.table.order[r])
-        return [values[r] for r in ranked]
+    def in_planned_order(self, values: List[Any], for_empty: List[Any]) -> List[Any]:
+        """Per-medium values in table order (and ``for_empty`` for the media left out of the
+        table), in the order of the planned media."""
+        ranked = sorted([(self.table.order[r], v) for r, v in enumerate(values)]
+                        + list(zip(self.table.empty, for_empty)), key=lambda pair: pair[0])
+        return [v for _, v in ranked]
 
 
 # -- host reads and uploads ------------------------------------------------------------------
@@ -293,6 +294,7 @@ class CandidateTable:
 
     media: List[PlacedMedium]  # table order
     order: List[int]  # table row -> index in the planned list
+    empty: List[int]  # pruned media with no candidate (all masked): indices in the planned list
     rows: torch.Tensor  # [G, n] int64: batch row of each candidate (padding repeats a valid one)
     columns: torch.Tensor  # [G, n] int64: its column in the sequence
     index: torch.Tensor  # [G, n] int64: its index within the medium
@@ -324,7 +326,8 @@ def candidate_table(planned: List[PlacedMedium], real: np.ndarray, device: torch
     to_prune = [i for i, p in enumerate(planned) if p.pruned]
     sizes = {i: planned[i].candidates.size for i in to_prune}
     budgets = {i: min(planned[i].budget, sizes[i]) for i in to_prune}
-    order = sorted(to_prune, key=lambda i: (budgets[i], sizes[i]))
+    empty = [i for i in to_prune if sizes[i] == 0]  # keep nothing: no row in the table
+    order = sorted((i for i in to_prune if sizes[i]), key=lambda i: (budgets[i], sizes[i]))
     media = [planned[i] for i in order]
     G, width = len(media), max([sizes[i] for i in order] + [1])
     B, L = real.shape
@@ -334,6 +337,9 @@ def candidate_table(planned: List[PlacedMedium], real: np.ndarray, device: torch
     sal_index = np.zeros((G, width), dtype=np.int64)
     keep_base = real.copy()
     row_lengths = real.sum(axis=1).astype(np.int64)
+    for i in empty:
+        keep_base[planned[i].row, planned[i].columns] = False
+        row_lengths[planned[i].row] -= int(real[planned[i].row, planned[i].columns].sum())
     offset = 0
     for g, p in enumerate(media):
         n = p.candidates.size
@@ -350,7 +356,7 @@ def candidate_table(planned: List[PlacedMedium], real: np.ndarray, device: torch
     if with_saliency:
         arrays.append(sal_index)
     up = upload(arrays, device)
-    return CandidateTable(media, order, up[0], up[1], up[2], up[3], up[6] if with_saliency else None,
+    return CandidateTable(media, order, empty, up[0], up[1], up[2], up[3], up[6] if with_saliency else None,
                           up[4].bool(), up[5], budget_arr, row_lengths,
                           _runs(budget_arr), _runs(size_arr))
 

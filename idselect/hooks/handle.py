@@ -86,7 +86,7 @@ class PatchHandle:
             if selection is not None:
                 last["stats"]["kept_indices"] = selection.kept_indices()
                 last["stats"]["zero_score_picks"] = selection.in_planned_order(
-                    zero_score_picks(selection.replay, self.options.gamma))
+                    zero_score_picks(selection.replay, self.options.gamma), [0] * len(selection.table.empty))
             return dict(last["stats"])
 
     @property

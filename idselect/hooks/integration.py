@@ -356,6 +356,8 @@ class Hooks:
                 f"for {self.family.model_type} (its M-RoPE positions of later media depend on the unpruned "
                 "conversation); start a new cache for a turn that brings new media"
             )
+        if to_prune and not real.any():
+            raise ValueError("idselect: the attention mask masks every token of every row; nothing is left to run")
         if not to_prune:  # keep = everything: run the model untouched
             self.handle.record(stats, vision=call.vision)
             return self.calls.run_compacted(original, kwargs, state, None) if state is not None else original(**kwargs)
@@ -397,6 +399,7 @@ class Hooks:
         if selection is not None:  # a step that reuses a selection leaves its statistics alone
             # From shapes known on the host (no synchronisation): budgets may exceed candidates.
             removed = sum(p.media.num_tokens - int(k) for p, k in zip(selection.table.media, selection.table.budgets))
+            removed += sum(placed[i].media.num_tokens for i in selection.table.empty)
             stats.update(visual_tokens_after=before - removed, sequence_length_after=compacted.width)
             self.handle.record(stats, timing, selection, call.vision)
         return self.calls.run(original, new_kwargs, compacted.state)

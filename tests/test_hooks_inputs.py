@@ -1,0 +1,74 @@
+"""Inputs transformers' own model tests build and ours did not (issue 28): placeholder ids of a
+modality the call brings no media for, and attention masks that hide part of an image. The
+oracle is the unpatched model (identity) or the unpatched model on the hand-pruned prompt."""
+import pytest
+import torch
+
+import idselect
+from idselect.testing import tiny
+from idselect.testing.cases import MODELS, build
+from idselect.testing.oracles import hand_pruned
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "video_llava"])
+@pytest.mark.parametrize("keep", [1.0, 3])
+def test_video_placeholder_ids_without_videos_are_text(family, keep):
+    """A prompt whose text holds the video placeholder id while only images are passed runs as
+    the unpatched model runs it (the id is text for that call); pruned, the images still prune."""
+    model = MODELS[family](0)
+    kwargs, _ = build(family, model, [(2, 1, 3)])
+    kwargs = {k: v for k, v in kwargs.items() if "video" not in k}
+    ids = kwargs["input_ids"].clone()
+    keep_cols = ids[0] != tiny.VIDEO_TOKEN  # the video's placeholders go with the video
+    ids[0, 1] = tiny.VIDEO_TOKEN  # one stray video id in the text
+    kwargs["input_ids"] = ids[:, keep_cols]
+    kwargs["attention_mask"] = kwargs["attention_mask"][:, keep_cols]
+    with torch.no_grad():
+        try:
+            want = model(**kwargs).logits
+        except Exception as exc:  # the unpatched model refuses: so may the patched one, nothing more
+            with idselect.patch(model, keep=keep), pytest.raises(type(exc)):
+                model(**kwargs)
+            return
+        with idselect.patch(model, keep=keep) as handle:
+            got = model(**kwargs).logits
+            stats = handle.last_stats
+    if keep == 1.0:
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    else:
+        assert stats["visual_tokens_after"] < stats["visual_tokens_before"]
+        assert got.shape[1] == stats["sequence_length_after"]
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_masked_image_tokens_are_never_kept(keep):
+    """LLaVA-NeXT rows whose visible tokens are some of an image's tokens, everything else
+    masked (as transformers' LLaVA-NeXT tests build them): only visible tokens are kept, the LLM
+    never gets an empty row, and the logits are the unpatched model's on the hand-pruned prompt."""
+    model = MODELS["llava_next"](0)
+    kwargs, counts = build("llava_next", model, [(2, 1, 3), (1, 1, 2)])
+    image = kwargs["input_ids"] == tiny.IMAGE_TOKEN
+    mask = torch.zeros_like(kwargs["attention_mask"])
+    for row in range(mask.shape[0]):
+        cols = image[row].nonzero().squeeze(1)
+        mask[row, cols[3:9]] = 1  # six visible image tokens, the rest of the row masked
+    kwargs["attention_mask"] = mask
+    with torch.no_grad(), idselect.patch(model, keep=keep) as handle:
+        got = model(**kwargs).logits
+        kept = handle.last_stats["kept_indices"]
+    assert [k.numel() for k in kept] == [keep, keep]
+    for k in kept:
+        assert all(3 <= i < 9 for i in k.tolist()), k
+    embeds, pruned_mask = hand_pruned(model, kwargs, kept)
+    with torch.no_grad():
+        want = model(inputs_embeds=embeds, attention_mask=pruned_mask).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_fully_masked_batch_is_refused_clearly():
+    model = MODELS["llava"](0)
+    kwargs, _ = build("llava", model, [(2, 1, 3)])
+    kwargs["attention_mask"] = torch.zeros_like(kwargs["attention_mask"])
+    with torch.no_grad(), idselect.patch(model, keep=2):
+        with pytest.raises(ValueError, match="masks every token of every row"):
+            model(**kwargs)
