@@ -69,3 +69,27 @@ def test_saliency_is_read_from_the_towers_hidden_states_after_the_first_call():
             del model.model.vision_tower.forward
         assert seen == [0]
         assert [k.tolist() for k in handle.last_stats["kept_indices"]] == first
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_generates_own_compilation_of_decode_steps_gives_the_eager_tokens(family):
+    """What generate() does on CUDA with a static cache: it compiles the model's decode steps
+    itself (CompileConfig: fullgraph=False, CUDA graphs). Forced on the CPU here through the
+    config's all-devices switch; the hooks' wrappers break the graph and the rest compiles."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="default")
+    if not hasattr(config, "_compile_all_devices"):
+        pytest.skip("this transformers release compiles decode steps on CUDA only")
+    config._compile_all_devices = True
+    torch._dynamo.reset()
+    model, kwargs, _ = case(family, [(2, 1, 3), (0, 1, 1)])
+    try:
+        with torch.no_grad(), idselect.patch(model, keep=3):
+            eager = model.generate(**kwargs, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False)
+            compiled = model.generate(**kwargs, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False,
+                                      cache_implementation="static", compile_config=config)
+            assert getattr(model, "_compiled_call", None) is not None  # generate() did compile
+    finally:
+        torch._dynamo.reset()
+    assert torch.equal(compiled, eager)
