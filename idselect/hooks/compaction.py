@@ -11,7 +11,7 @@ cache's next position on every row, whatever the caller computed for the unprune
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ class CacheState:
     mask: Optional[torch.Tensor]  # [B, length] 2-D mask of the cached columns; None = all ones
     next_positions: torch.Tensor  # [R, B]: position of the next token
     position_rows: int  # 0: positions are [B, L]; R: they are [R, B, L] (M-RoPE)
+    generation: Any = None  # the generate() call (generation.Generation) whose steps made it, if any
 
 
 @dataclass

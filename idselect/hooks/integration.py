@@ -276,7 +276,15 @@ class Hooks:
         cache = kwargs.get(self.cache_arg)
         state = cache_state(cache)
         if state is not None:
-            held = int(cache.get_seq_length())
+            held = cache.get_seq_length()
+            gen = current_generation(self.handle)
+            if isinstance(held, torch.Tensor) and gen is not None:
+                # A cache that keeps its length on the device (static caches, Qwen3.5's hybrid
+                # cache in 5.25): reading it would synchronise every decode step. Within
+                # generate(), a state this call did not make and was not given is stale (the
+                # cache was reused and reset), and one it made holds: no read needed.
+                held = state.length if state.generation is gen or state is gen.continues else 0
+            held = int(held)
             if held == 0:
                 cache.__dict__.pop(STATE_ATTR, None)
                 state = None  # the cache was reset: a new sequence

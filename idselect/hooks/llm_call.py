@@ -76,6 +76,7 @@ class LanguageModelCalls:
         if cache is None:
             cache = compat.output_cache(output, self.cache_arg)
         if cache is not None and new_kwargs.get("use_cache", True) is not False:
+            new_state.generation = current_generation(self.handle)
             setattr(cache, STATE_ATTR, new_state)
             if self.family.positions == "mrope" and new_state.position_rows:
                 # The model's cached M-RoPE delta: next position = pruned cache length + delta, per row.
