@@ -72,7 +72,7 @@ setup(
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
     # Lower bounds only: a user's newer transformers is not downgraded. The hooks are verified on
-    # transformers 5.17.0-5.24.0 (idselect/hooks/compat.py); on any other release idselect.patch
+    # transformers 5.17.0-5.25.0 (idselect/hooks/compat.py); on any other release idselect.patch
     # checks itself first (docs/hooks.md, "Supported transformers versions").
     install_requires=["torch", "numpy"],
     extras_require={
