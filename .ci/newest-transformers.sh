@@ -114,8 +114,11 @@ IDSELECT_REFUSED_FAMILIES="$refused" PYTHONPATH="$ROOT:$ROOT/.ci" "$venv_python"
   -p refusals_as_skips -r fs "${deselect[@]}" $HOOKS_TESTS > "$work/pytest.txt" 2>&1
 status=$?
 set -e
-sed -n '/short test summary info/,$p' "$work/pytest.txt" | grep -v "short test summary info" || true
-tail -1 "$work/pytest.txt"
+if grep -q "short test summary info" "$work/pytest.txt"; then  # failures, refusals, skips; then the counts
+  sed -n '/short test summary info/,$p' "$work/pytest.txt" | grep -v "short test summary info"
+else
+  tail -1 "$work/pytest.txt"
+fi
 end=$(date +%s)
 echo "transformers $VERSION: install $((installed - start)) s, probe $((probed - installed)) s, tests $((end - probed)) s"
 if [ $status -ne 0 ]; then

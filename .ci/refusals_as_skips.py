@@ -28,7 +28,7 @@ def pytest_runtest_makereport(item, call):
     callspec = getattr(item, "callspec", None)
     family = callspec.params.get("family") if callspec is not None else None
     if call.excinfo.errisinstance(UnverifiedTransformersError):
-        why = "idselect.patch refused: " + str(call.excinfo.value).splitlines()[0]
+        why = str(call.excinfo.value).splitlines()[0]  # "idselect.patch: transformers X is outside ..."
     elif family in REFUSED:
         why = f"idselect.patch refuses this release for {family}"
     else:
