@@ -61,7 +61,7 @@ venv_python="$work/venv/bin/python"
 installed=$(date +%s)
 
 # 1. The probe: idselect.patch on a tiny model of every family, in this fresh process.
-"$venv_python" - "$VERSION" > "$work/probe.txt" <<'PY'
+"$venv_python" - "$VERSION" > "$work/probe.txt" <<'PY' || { cat "$work/probe.txt"; echo "the probe itself failed" >&2; exit 1; }
 import os, sys, warnings
 
 import transformers
