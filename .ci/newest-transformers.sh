@@ -25,10 +25,11 @@ ROOT=$(pwd)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 unset IDSELECT_SKIP_SELF_CHECK
 PYTHON=${PYTHON:-python}
-HOOKS_TESTS="tests/test_hooks.py tests/test_hooks_llava_onevision.py tests/test_hooks_qwen3_vl.py
+# (HOOKS_TESTS=... narrows the run while working on this script.)
+HOOKS_TESTS=${HOOKS_TESTS:-"tests/test_hooks.py tests/test_hooks_llava_onevision.py tests/test_hooks_qwen3_vl.py
   tests/test_hooks_qwen_internvl.py tests/test_hooks_robustness.py tests/test_generation_patterns.py
   tests/test_transformers_versions.py tests/test_tiny_models.py tests/test_importance.py
-  tests/test_engine.py tests/test_family_contract.py"
+  tests/test_engine.py tests/test_family_contract.py"}
 
 ls idselect/_C*.so > /dev/null 2>&1 || { echo "idselect/_C*.so not built: run the README's install first" >&2; exit 1; }
 start=$(date +%s)
