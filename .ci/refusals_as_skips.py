@@ -4,7 +4,8 @@ On a transformers release that idselect.patch refuses clearly, the tests that ne
 with that refusal, and the battery's own test fails for the refused family: that is the contract
 working, not a wrong result. Such a test is reported as skipped, with "REFUSED" and the reason:
 
-- its exception is ``UnverifiedTransformersError`` (the self-check refused), or
+- its exception is, or was raised from or during, an ``UnverifiedTransformersError`` (the
+  self-check refused), or
 - it is parametrized by ``family`` and the probe saw idselect.patch refuse that family
   (``IDSELECT_REFUSED_FAMILIES``, comma-separated).
 
@@ -27,11 +28,25 @@ def pytest_runtest_makereport(item, call):
 
     callspec = getattr(item, "callspec", None)
     family = callspec.params.get("family") if callspec is not None else None
-    if call.excinfo.errisinstance(UnverifiedTransformersError):
-        why = str(call.excinfo.value).splitlines()[0]  # "idselect.patch: transformers X is outside ..."
+    refusal = _refusal_in_chain(call.excinfo.value, UnverifiedTransformersError)
+    if refusal is not None:
+        why = str(refusal).splitlines()[0]  # "idselect.patch: transformers X is outside ..."
     elif family in REFUSED:
         why = f"idselect.patch refuses this release for {family}"
     else:
         return
     report.outcome = "skipped"
     report.longrepr = (str(item.path), item.location[1] or 0, f"REFUSED ({why})")
+
+
+def _refusal_in_chain(error, kind):
+    """``error`` or an exception it was raised from or during (``pytest.warns`` reports an error
+    raised in its block as "DID NOT WARN", chained to it) that is a ``kind``; None if none is."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
