@@ -1,6 +1,6 @@
 """Builds idselect._C: the CPU kernel always; the CUDA kernel when torch has CUDA and nvcc is
-found (or FORCE_CUDA=1). Build with `pip install --no-build-isolation .` so that the build
-sees the torch it will run with.
+found (or FORCE_CUDA=1), never with IDSELECT_CPU_ONLY=1. Build with
+`pip install --no-build-isolation .` so that the build sees the torch it will run with.
 
 IDSELECT_SANITIZE=1 builds the CPU kernel only, with AddressSanitizer and
 UndefinedBehaviorSanitizer (.ci/sanitize.sh builds it into a temporary directory)."""
@@ -23,7 +23,7 @@ SANITIZE = os.environ.get("IDSELECT_SANITIZE", "0") == "1"
 
 
 def want_cuda() -> bool:
-    if SANITIZE:
+    if SANITIZE or os.environ.get("IDSELECT_CPU_ONLY", "0") == "1":
         return False
     if os.environ.get("FORCE_CUDA", "0") == "1":
         return True
@@ -72,7 +72,7 @@ setup(
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
     # Lower bounds only: a user's newer transformers is not downgraded. The hooks are verified on
-    # transformers 5.17.0-5.24.0 (idselect/hooks/compat.py); on any other release idselect.patch
+    # transformers 5.17.0-5.25.0 (idselect/hooks/compat.py); on any other release idselect.patch
     # checks itself first (docs/hooks.md, "Supported transformers versions").
     install_requires=["torch", "numpy"],
     extras_require={

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lmms-eval plugin's tests (tests/test_lmms_*.py) in a fresh virtual environment of their
 # own, installed the way a user installs the extra: their torch first, then
-# `pip install "idselect[lmms]"` resolved from scratch - so a resolver change (a new filelock,
+# `pip install -e ".[lmms]"` from the clone, resolved from scratch - so a resolver change (a new filelock,
 # transformers, ...) shows up here, not in a user's run. lmms-eval never enters the core install.
 # Fails on any failure.
 #

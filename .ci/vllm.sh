@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The vLLM integration's tests (tests/test_vllm.py) in a fresh virtual environment of their own,
 # installed the way a CPU user installs it (docs/serving.md): their torch first, then vLLM's CPU
-# build, then `pip install "idselect[vllm]"` beside it (the extra pulls no vLLM). About 5 minutes
+# build, then `pip install -e ".[vllm]"` from the clone beside it (the extra pulls no vLLM). About 5 minutes
 # to install and 3 to test. vLLM never enters the core install.
 #
 # The registry's torchvision, torchaudio and torchcodec are CUDA builds whose compiled parts do

@@ -1,6 +1,7 @@
 """The package root holds the library core only: tools live in ``idselect.tools``, test
-fixtures in ``idselect.testing``, neither is imported by ``import idselect``; the old module
-names still import, with a DeprecationWarning pointing at the importer."""
+fixtures in ``idselect.testing``, neither is imported by ``import idselect``, and the old
+module names (deprecation aliases until issue 30; the package was never published) are gone."""
+import importlib.util
 import os
 import re
 import subprocess
@@ -8,78 +9,85 @@ import sys
 
 import pytest
 
-import idselect
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOVED = {"tiny": "idselect.testing.tiny", "demo": "idselect.tools.demo", "evaluate": "idselect.tools.evaluate",
-         "flops": "idselect.tools.flops", "benchmark": "idselect.tools.benchmark",
-         "cli_args": "idselect.tools.cli_args"}
+# Where each module that once sat in the package root (or in the hooks' old single module) lives now.
+REMOVED = {"idselect.tiny": "idselect.testing.tiny", "idselect.demo": "idselect.tools.demo",
+           "idselect.evaluate": "idselect.tools.evaluate", "idselect.flops": "idselect.tools.flops",
+           "idselect.benchmark": "idselect.tools.benchmark", "idselect.cli_args": "idselect.tools.cli_args",
+           "idselect.hooks.core": "idselect.hooks.engine", "idselect._moved": None}
+# The modules `import idselect` may load: the library core. Listed by hand (not derived from the
+# package), so a new import of a tool or fixture from the core fails here.
+CORE = {"idselect", "idselect._checks", "idselect._ops", "idselect.api", "idselect.device_path",
+        "idselect.importance", "idselect.options", "idselect.reference", "idselect._C"}
 
 
-def test_import_idselect_leaves_tools_and_fixtures_out():
-    # A fresh interpreter: this one has imported the tools already.
-    code = "import sys, idselect; print(' '.join(sorted(m for m in sys.modules if m.startswith('idselect'))))"
+def fresh_import(code):
+    """Run ``code`` in a fresh interpreter that imports this checkout (this one has imported the
+    tools already); returns its stdout."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            check=True).stdout.split()
-    assert "idselect.hooks" in loaded  # the core did load
-    assert not [m for m in loaded if m.startswith(("idselect.tools", "idselect.testing"))]
-    assert not [m for m in loaded if m.split(".")[-1] in MOVED]
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=True).stdout
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_old_module_names_warn_and_are_the_new_modules(old, monkeypatch):
+def test_import_idselect_loads_the_core_only():
+    loaded = fresh_import("import sys, idselect; print(idselect.__file__); "
+                          "print(' '.join(sorted(m for m in sys.modules if m.startswith('idselect'))))").split("\n")
+    assert os.path.dirname(loaded[0]) == os.path.join(ROOT, "idselect")  # this checkout, not an install elsewhere
+    modules = set(loaded[1].split())
+    assert "idselect.hooks" in modules and "idselect.hooks.selfcheck" in modules  # the core did load
+    stray = sorted(m for m in modules if not (m in CORE or m.startswith("idselect.hooks")))
+    assert stray == [], f"import idselect loaded modules that are not the library core: {stray}"
+    assert not [m for m in modules if m.startswith(("idselect.tools", "idselect.testing"))]
+    assert not modules & set(REMOVED)
+
+
+@pytest.mark.parametrize("old", sorted(REMOVED))
+def test_the_old_module_names_are_gone(old):
+    path = os.path.join(ROOT, *old.split(".")) + ".py"
+    assert not os.path.exists(path), path
+    # Nothing in the package resolves the old name (a module, or an alias put into sys.modules).
+    # (Only this checkout's files count: an editable install of another checkout may still answer.)
+    spec = importlib.util.find_spec(old)
+    assert spec is None or not os.path.abspath(spec.origin).startswith(ROOT + os.sep), spec.origin
+    if REMOVED[old]:  # the new place imports
+        __import__(REMOVED[old])
+
+
+@pytest.mark.parametrize("module, name", [("idselect.hooks.llava", "encoder_layers"),
+                                          ("idselect.hooks.llava", "placeholder_mask")])
+def test_names_that_moved_out_of_a_hooks_module_no_longer_resolve_there(module, name):
     import importlib
 
-    new = importlib.import_module(MOVED[old])
-    name = f"idselect.{old}"
-    monkeypatch.delitem(sys.modules, name, raising=False)  # imported afresh, so it warns here
-    monkeypatch.delattr(idselect, old, raising=False)
-    with pytest.warns(DeprecationWarning, match=re.escape(f"{name} moved to {MOVED[old]}")) as record:
-        module = __import__(name, fromlist=["_"])
-    assert module is new and getattr(idselect, old) is new
-    assert record[0].filename == __file__  # stacklevel: the importer's line, not the shim's
+    with pytest.raises(AttributeError):
+        getattr(importlib.import_module(module), name)
+
+
+def test_the_package_root_holds_no_alias_module():
+    """Every module in the package root and in the hooks has code of its own: none is a bare
+    re-export or resolves names elsewhere (the shapes the deprecation aliases and shims had)."""
+    for root in (os.path.join(ROOT, "idselect"), os.path.join(ROOT, "idselect", "hooks")):
+        for file in sorted(os.listdir(root)):
+            if not file.endswith(".py") or file in ("__init__.py", "__main__.py"):
+                continue
+            with open(os.path.join(root, file)) as f:
+                source = f.read()
+            assert not re.search(r"sys\.modules\[[^]]*\]\s*=|import_module\(|^def __getattr__|^__getattr__ =",
+                                 source, re.MULTILINE), file
+            assert re.search(r"^(def|class) ", source, re.MULTILINE), f"{file} defines nothing"
 
 
 def test_nothing_imports_the_old_names():
     # Import statements only (at a line's start), not prose that names the old paths.
+    short = "|".join(sorted({old.split(".")[-1] for old in REMOVED if old.count(".") == 1}))
     pattern = re.compile(r"^\s*(from idselect import [^\n]*\b|import idselect\.|from idselect\."
-                         r"|from \.\. import [^\n]*\b)"
-                         rf"({'|'.join(MOVED)})\b", re.MULTILINE)
+                         rf"|from \.\. import [^\n]*\b)({short})\b|^\s*(from|import) idselect\.hooks\.core\b"
+                         r"|^\s*from \.?\.?core import", re.MULTILINE)
     offenders = []
-    for top in ("idselect", "tests", "bench"):
+    for top in ("idselect", "tests", "bench", ".ci", "docs"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
             for file in files:
-                if file.endswith(".py"):
+                if file.endswith((".py", ".sh", ".md")):
                     path = os.path.join(folder, file)
                     with open(path) as f:
                         offenders += [f"{path}: {m.group(0)}" for m in pattern.finditer(f.read())]
     assert offenders == []
-
-
-
-@pytest.mark.parametrize("module, name, home", [
-    ("idselect.hooks.core", "PatchHandle", "idselect.hooks.handle"),
-    ("idselect.hooks.core", "CacheState", "idselect.hooks.compaction"),
-    ("idselect.hooks.llava", "encoder_layers", "idselect.hooks.family"),
-    ("idselect.hooks.llava", "placeholder_mask", "idselect.hooks.integration"),
-])
-def test_names_moved_out_of_the_old_hooks_modules_warn_and_are_the_new_objects(module, name, home):
-    import importlib
-
-    old = importlib.import_module(module)
-    with pytest.warns(DeprecationWarning, match=re.escape(f"{module}.{name} is deprecated; use {home}.{name}")) as record:
-        value = getattr(old, name)
-    assert value is getattr(importlib.import_module(home), name)
-    assert record[0].filename == __file__  # the warning points at the reader
-
-
-def test_old_hooks_names_without_a_replacement_say_what_replaced_them():
-    import idselect.hooks.core as core
-
-    with pytest.raises(AttributeError, match="FamilyAdapter was replaced by the declarative idselect.hooks.family.Family"):
-        core.FamilyAdapter
-    with pytest.raises(AttributeError, match="MEDIA_INPUTS was replaced by each family's Family.media_inputs"):
-        core.MEDIA_INPUTS
-    with pytest.raises(AttributeError, match="has no attribute 'never_there'"):
-        core.never_there

@@ -4,6 +4,9 @@ This module is the one place that declares the supported range and the one place
 how those releases differ for the hooks (read in each release's code; the table with every
 difference is in docs/hooks.md, "Supported transformers versions"):
 
+- 5.25.0: nothing the hooks read changed (Qwen3.5's cache answers ``get_seq_length()`` from its
+  first layer, a linear-attention one, with a token count kept as a 0-d tensor; the hooks read
+  ``int(cache.get_seq_length())``, the same count as before).
 - 5.24.0 renamed the cache argument: forwards take ``cache`` and outputs carry ``cache``;
   ``past_key_values`` (and Qwen3.5's ``cache_params``) survive as deprecated aliases that
   transformers renames with a warning, and generate() passes ``cache=``. The name is read from
@@ -24,7 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 #: Lowest and highest transformers releases the hooks are verified on (every generation
 #: pattern of every family, against oracles that do not use the hooks). Outside this range
 #: ``idselect.patch`` runs its self-check first (idselect.hooks.selfcheck).
-SUPPORTED_TRANSFORMERS: Tuple[str, str] = ("5.17.0", "5.24.0")
+SUPPORTED_TRANSFORMERS: Tuple[str, str] = ("5.17.0", "5.25.0")
 
 #: Names a forward may take its cache under, newest first. 5.24 renamed past_key_values to
 #: cache (and Qwen3.5's linear-attention layers' cache_params to cache).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
@@ -48,12 +47,6 @@ class PatchHandle:
         self._stats_lock = threading.Lock()
         self._last: Optional[Dict[str, Any]] = None  # raw statistics of the last pruning
         self._media_prefills = 0
-
-    @property
-    def adapter(self):
-        """Deprecated name of ``family``."""
-        warnings.warn("PatchHandle.adapter is deprecated; use PatchHandle.family", DeprecationWarning, stacklevel=2)
-        return self.family
 
     # -- statistics ---------------------------------------------------------------------
     @property

@@ -7,7 +7,6 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
-from .._moved import moved_names
 from .engine import Media
 from .family import CLS_TOWERS, NO_CLS_TOWERS, Family, patch_saliency
 
@@ -32,9 +31,3 @@ class Llava(Family):
             media.append(Media("image", n, sal))
         return media
 
-
-
-#: Helpers that lived here before the hooks were split (deprecated names, with a warning).
-__getattr__ = moved_names(__name__, {"encoder_layers": "idselect.hooks.family", "layer_feeding": "idselect.hooks.family",
-                                     "cls_attention_of": "idselect.hooks.family",
-                                     "placeholder_mask": "idselect.hooks.integration"})

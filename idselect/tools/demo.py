@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .. import patch
+from .. import patch, reference
+from ..api import select
 from .cli_args import keep_value, positive_int
 from .shapes import LLAVA_1_5_7B
 
@@ -89,17 +90,71 @@ def prefill_ms(model, inputs, repeats: int) -> list:
     return times[1:]  # the first run warms up
 
 
-def save_overlay(image: np.ndarray, kept: Optional[torch.Tensor], grid: int, path: str, title: str) -> None:
+class PickRecorder:
+    """The op exactly as the hooks call it (``idselect.patch(..., selection=recorder)``), keeping
+    the last call's features, scores, lengths and picks: the picks in pick order, which
+    ``last_stats["kept_indices"]`` (ascending) does not keep."""
+
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, features, scores, k, gamma, lengths):
+        picks = select(features, scores, k, gamma, lengths, validate=False)
+        self.last = (features, scores, lengths, picks)
+        return picks
+
+
+def zero_score_picks(features: torch.Tensor, scores: torch.Tensor, picks: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The picks of one row made when the best remaining score was 0, replayed with the
+    reference's update. Scores never rise, so once the best is 0 every remaining one is: these
+    are the last picks, each the smallest remaining index (the tie rule).
+
+    Parameters
+    ----------
+    features : Tensor
+        [n, D], the row's candidate tokens.
+    scores : Tensor
+        [n], their importance (>= 0).
+    picks : Tensor
+        int64 [k], the selection in pick order.
+    gamma : float
+        The suppression sharpness the selection used.
+
+    Returns
+    -------
+    Tensor
+        int64, the zero-score picks' token indices, in pick order.
+    """
+    f = features.float()
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    s = scores.float().clamp_min(0.0)
+    zero = []
+    for i in picks.tolist():
+        at = s[i]
+        if at <= 0:
+            zero.append(i)
+        s = reference.suppress(s, (f[i] @ f.T).clamp(-1.0, 1.0), at, gamma)
+    return torch.tensor(zero, dtype=torch.long)
+
+
+def save_overlay(image: np.ndarray, kept: Optional[torch.Tensor], grid: int, path: str, title: str,
+                 zero: Optional[torch.Tensor] = None) -> None:
+    """The image beside its kept tokens (outlined; the rest shaded). ``zero``: kept tokens picked
+    at zero score, outlined apart (dashed, magenta) and counted in a legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     mask = np.zeros(grid * grid, dtype=bool)
     if kept is None:
         mask[:] = True
     else:
         mask[kept.numpy()] = True
+    at_zero = np.zeros(grid * grid, dtype=bool)
+    if zero is not None and zero.numel():
+        at_zero[zero.numpy()] = True
     cell = image.shape[0] / grid
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
     axes[0].imshow(image)
@@ -109,12 +164,19 @@ def save_overlay(image: np.ndarray, kept: Optional[torch.Tensor], grid: int, pat
     axes[1].imshow(shade, extent=(0, image.shape[1], image.shape[0], 0), interpolation="nearest")
     for idx in np.flatnonzero(mask):
         r, c = divmod(idx, grid)
-        axes[1].add_patch(plt.Rectangle((c * cell, r * cell), cell, cell, fill=False, lw=0.6, ec="lime"))
+        style = dict(ec="magenta", ls="--", lw=0.9) if at_zero[idx] else dict(ec="lime", lw=0.6)
+        axes[1].add_patch(plt.Rectangle((c * cell, r * cell), cell, cell, fill=False, **style))
+    if at_zero.any():
+        by_score = int(mask.sum() - at_zero.sum())
+        axes[1].legend(handles=[Line2D([], [], color="lime", lw=1.5, label=f"picked by score ({by_score})"),
+                                Line2D([], [], color="magenta", lw=1.5, ls="--",
+                                       label=f"picked at zero score (rule: smallest index) ({int(at_zero.sum())})")],
+                       loc="upper center", bbox_to_anchor=(0.5, -0.01), fontsize=8, frameon=False)
     axes[1].set_title(title, fontsize=9)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # (the legend sits below the axes)
     plt.close(fig)
 
 
@@ -149,10 +211,11 @@ def main(argv=None) -> int:
 
     gen = dict(max_new_tokens=args.max_new_tokens, do_sample=False)
     print(f"model: {source}\ndevice: {args.device}, torch {torch.__version__}")
+    recorder = PickRecorder()
     with torch.no_grad():
         full_ms = prefill_ms(model, inputs, args.repeats)
         full_answer = decode(model.generate(**inputs, **gen))
-        with patch(model, keep=keep) as handle:
+        with patch(model, keep=keep, selection=recorder) as handle:
             pruned_ms = prefill_ms(model, inputs, args.repeats)
             pruned_answer = decode(model.generate(**inputs, **gen))
             stats = dict(handle.last_stats)
@@ -161,15 +224,25 @@ def main(argv=None) -> int:
     print(f"visual tokens: {stats['visual_tokens_before']} -> {stats['visual_tokens_after']}  "
           f"(LLM input {stats['sequence_length_before']} -> {stats['sequence_length_after']} tokens)")
     print(f"importance + selection: {stats['select_ms']:.2f} ms (importance {stats['importance_ms']:.2f} ms)")
-    zero = [z for z in stats.get("zero_score_picks", []) if z]
-    print(f"picks made after every remaining score was suppressed to 0: {sum(zero)}"
-          + (" (picked by index; see docs/hooks.md: lower gamma or keep)" if zero else ""))
+    kept = stats.get("kept_indices") or [None]
+    zero = None
+    if recorder.last is not None and kept[0] is not None:
+        # The last selection is the generate() call's prefill, whose kept tokens last_stats reports;
+        # its picks index the image's tokens directly where every token is a candidate (CLIP, SigLIP).
+        features, scores, lengths, picks = recorder.last
+        n = int(lengths[0])
+        if torch.equal(picks[0].sort().values.cpu(), kept[0].cpu()):
+            zero = zero_score_picks(features[0, :n], scores[0, :n], picks[0], handle.options.gamma).cpu()
+            print(f"picks made after every remaining score was suppressed to 0: {zero.numel()} of {picks.shape[1]}"
+                  + (" (by the tie rule, smallest index first: drawn apart in the picture; fewer with a higher "
+                     "gamma, which suppresses dissimilar tokens less, or a smaller keep; docs/hooks.md)"
+                     if zero.numel() else ""))
     print(f"prefill: {full_med:.1f} ms unpruned vs {pruned_med:.1f} ms with ID-Selection "
           f"(median of {args.repeats}; speedup {full_med / pruned_med:.2f}x)")
     print(f"answer without selection: {full_answer}\nanswer with selection:    {pruned_answer}")
-    kept = stats.get("kept_indices") or [None]
     if grid * grid == stats["visual_tokens_before"]:
         save_overlay(picture, None if kept[0] is None else kept[0].cpu(), grid, args.out,
-                     f"kept {stats['visual_tokens_after']} of {stats['visual_tokens_before']} tokens (ID-Selection)")
+                     f"kept {stats['visual_tokens_after']} of {stats['visual_tokens_before']} tokens (ID-Selection)",
+                     zero=zero)
         print(f"wrote {os.path.abspath(args.out)}")
     return 0

@@ -1,8 +1,8 @@
 """ID-Selection inside vLLM (docs/serving.md).
 
-``pip install "idselect[vllm]"`` beside the vLLM build a user already has registers, through
-vLLM's ``vllm.general_plugins`` entry point, architectures that prune each image's visual
-tokens before the LLM sees them. Nothing changes for a model until it asks for one by name:
+``pip install --no-build-isolation -e ".[vllm]"`` (from a clone) beside the vLLM build a user
+already has registers, through vLLM's ``vllm.general_plugins`` entry point, architectures that
+prune each image's visual tokens before the LLM sees them. Nothing changes for a model until it asks for one by name:
 
 >>> from vllm import LLM
 >>> from idselect.vllm import engine_overrides

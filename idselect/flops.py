@@ -1,4 +1,0 @@
-"""Deprecated: moved to :mod:`idselect.tools.flops` (issue 18). Importing this name warns and gives that module."""
-from ._moved import alias
-
-alias(__name__, "idselect.tools.flops")
