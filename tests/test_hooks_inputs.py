@@ -72,3 +72,16 @@ def test_a_fully_masked_batch_is_refused_clearly():
     with torch.no_grad(), idselect.patch(model, keep=2):
         with pytest.raises(ValueError, match="masks every token of every row"):
             model(**kwargs)
+
+
+def test_static_cache_without_a_mask_continues_the_pruned_cache():
+    """generate() given no attention mask hands a static cache's decode steps 4-D masks only:
+    they continue the pruned cache with new tokens, as with a dynamic cache."""
+    model = MODELS["llava"](0)
+    kwargs, _ = build("llava", model, [(2, 1, 3)])
+    kwargs.pop("attention_mask")
+    with torch.no_grad(), idselect.patch(model, keep=3):
+        dynamic = model.generate(**kwargs, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+        static = model.generate(**kwargs, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                                cache_implementation="static")
+    assert torch.equal(static, dynamic)

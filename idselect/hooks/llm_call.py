@@ -114,7 +114,10 @@ class LanguageModelCalls:
             if tail.shape[1] < q:
                 tail = torch.cat([tail, tail.new_ones(B, q - tail.shape[1])], dim=1)
             return tail
-        if mask is None or isinstance(mask, dict):
+        if mask is None or isinstance(mask, dict) or (state is not None and given is None):
+            # No 2-D mask anywhere: nothing is padded. A call continuing a pruned cache whose
+            # generate() was given none (a static cache gets generate()'s 4-D masks) brings new
+            # tokens only; the cached columns' padding is in the state.
             return torch.ones(B, q, dtype=torch.long, device=embeds.device)
         raise ValueError(
             f"idselect: needs a 2-D attention_mask [batch, length] (or none) on a patched model, got "
