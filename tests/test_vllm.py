@@ -196,14 +196,20 @@ def test_engine_overrides_and_their_errors():
         "idselect_importance": "saliency"}
     assert idv.engine_overrides("llava_next", keep=64)["architectures"] == ["IdSelectLlavaNextForConditionalGeneration"]
     json.dumps(idv.engine_overrides("llava", keep=16, gamma=5))  # --hf-overrides takes JSON
-    with pytest.raises(ValueError, match=r"model_type='qwen2_5_vl' has no vLLM integration yet \(supported: llava, llava_next\)"):
-        idv.engine_overrides("qwen2_5_vl", keep=64)
+    assert idv.engine_overrides("qwen2_5_vl", keep=64) == {
+        "architectures": ["IdSelectQwen2_5_VLForConditionalGeneration"], "idselect_keep": 64, "idselect_gamma": 20.0,
+        "idselect_importance": "relevance"}
+    with pytest.raises(ValueError, match=r"importance='saliency' is not available in vLLM for qwen2_5_vl: only 'relevance'"):
+        idv.engine_overrides("qwen2_5_vl", keep=64, importance="saliency")
+    with pytest.raises(ValueError, match=r"model_type='internvl' has no vLLM integration yet \(supported: llava, llava_next, "
+                                         r"qwen2_5_vl\)"):
+        idv.engine_overrides("internvl", keep=64)
     with pytest.raises(ValueError, match=r"keep must be >= 1 .*got 0"):
         idv.engine_overrides("llava", keep=0)
     with pytest.raises(TypeError, match=r"keep must be an int >= 1 .*got 0.25"):
         idv.engine_overrides("llava", keep=0.25)
-    with pytest.raises(ValueError, match=r"importance='relevance' is not available in vLLM: only 'saliency' is\. "
-                                         r"vLLM encodes each image without its prompt"):
+    with pytest.raises(ValueError, match=r"importance='relevance' is not available in vLLM for llava: only 'saliency' is \(vLLM "
+                                         r"encodes each image without its prompt"):
         idv.engine_overrides("llava", keep=8, importance="relevance")
     with pytest.raises(ValueError, match=r"idselect.vllm.engine_overrides: gamma must be a finite number >= 0, got gamma=inf"):
         idv.engine_overrides("llava", keep=8, gamma=float("inf"))

@@ -162,3 +162,99 @@ def sample_image(seed: int):
     rng = np.random.RandomState(seed)
     height, width = [(40, 36), (28, 28), (64, 50), (30, 45)][seed % 4]
     return Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8"))
+
+
+# -- Qwen2.5-VL: the same word-level vocabulary, with Qwen's vision tokens ---------------------
+
+QWEN_IMAGE, QWEN_VIDEO, VISION_START, VISION_END = "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
+#: One image part: what Qwen's chat template writes for it (vLLM's placeholder string too).
+QWEN_IMAGE_PART = [VISION_START, QWEN_IMAGE, VISION_END]
+#: Qwen2.5-VL's pixel bounds for the tiny folders: 28 px units (14 px patches, 2 x 2 merge), so
+#: sample_qwen_image's pictures give 6-30 visual tokens, tall and wide ones among them.
+QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 168 * 168
+
+
+def qwen_vocabulary() -> dict:
+    """vocabulary() with Qwen's image, video and vision start / end tokens at the ids the tiny
+    Qwen configs use (tiny.IMAGE_TOKEN, tiny.VIDEO_TOKEN, 102, 103)."""
+    vocab = vocabulary()
+    specials = {QWEN_IMAGE: tiny.IMAGE_TOKEN, QWEN_VIDEO: tiny.VIDEO_TOKEN, VISION_START: 102, VISION_END: 103}
+    vocab = {word: i for word, i in vocab.items() if i not in specials.values() and word != IMAGE}
+    vocab.update(specials)
+    return vocab
+
+
+def qwen_for_engines(seed: int = 0):
+    """Qwen2.5-VL's layout at widths vLLM's CPU attention runs (LLM head size 32): vision depth 2
+    with window attention and one full-attention block, 2 x 2 merger, M-RoPE sections 4/6/6."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=56, out_hidden_size=128, fullatt_block_indexes=[1],
+                  tokens_per_second=2)
+    text = dict(vocab_size=tiny.VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tiny.PAD_TOKEN,
+                bos_token_id=2, eos_token_id=3,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
+    cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=tiny.IMAGE_TOKEN,
+                           video_token_id=tiny.VIDEO_TOKEN, vision_start_token_id=102, vision_end_token_id=103)
+    cfg._attn_implementation = "sdpa"
+    return tiny._finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
+
+
+def save_tiny_qwen(path: str, seed: int = 0):
+    """Write a loadable Qwen2.5-VL folder at ``path``; returns the in-memory model (float32,
+    eval mode) whose weights it holds. transformers 5 writes ``model.visual.*`` /
+    ``model.language_model.*``, which vLLM maps."""
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    model = qwen_for_engines(seed)
+    os.makedirs(path, exist_ok=True)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(path)
+    model.generation_config.save_pretrained(path)
+    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+
+    word_level = Tokenizer(models.WordLevel(vocab=qwen_vocabulary(), unk_token=UNK))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    word_level.decoder = decoders.WordPiece(prefix="##")
+    specials = [QWEN_IMAGE, QWEN_VIDEO, VISION_START, VISION_END]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token=UNK, pad_token=PAD, bos_token=BOS,
+                                        eos_token=EOS,
+                                        extra_special_tokens={"image_token": QWEN_IMAGE, "video_token": QWEN_VIDEO,
+                                                              "vision_start_token": VISION_START,
+                                                              "vision_end_token": VISION_END})
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    template = CHAT_TEMPLATE.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
+    tokenizer.chat_template = template
+    images = Qwen2VLImageProcessor(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS, patch_size=14,
+                                   merge_size=2, temporal_patch_size=2)
+    videos = Qwen2VLVideoProcessor(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS, patch_size=14, merge_size=2,
+                                   temporal_patch_size=2)
+    processor = Qwen2_5_VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos,
+                                    chat_template=template)
+    processor.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
+def qwen_prompt_ids(words: List[str], images: int = 1) -> List[int]:
+    """Token ids of ``user : <image part> ... words assistant :`` (one vision start, image pad,
+    vision end per image) in qwen_vocabulary()."""
+    vocab = qwen_vocabulary()
+    tokens = ["user", ":"] + QWEN_IMAGE_PART * images + list(words) + ["assistant", ":"]
+    return [vocab[t] for t in tokens]
+
+
+def sample_qwen_image(seed: int):
+    """A random RGB picture (PIL) from ``seed``, of one of four sizes: square, wide, tall (the
+    M-RoPE extents differ), and one that the pixel bounds resize."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    height, width = [(112, 112), (84, 140), (168, 56), (200, 150)][seed % 4]
+    return Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8"))

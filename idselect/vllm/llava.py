@@ -87,14 +87,21 @@ class BudgetedProcessor:
         return request_settings(mm_kwargs, engine_settings(self.info.get_hf_config()))
 
     def _call_hf_processor(self, hf_data, hf_kwargs):
-        settings = self.settings(hf_kwargs)
         plain = {key: value for key, value in hf_kwargs.items() if not key.startswith("idselect_")}
         processed = super()._call_hf_processor(hf_data, plain)
         if "pixel_values" in processed:
-            images = len(processed["pixel_values"])
-            processed[KEEP] = torch.full((images,), settings["keep"], dtype=torch.int64)
-            processed[GAMMA] = torch.full((images,), settings["gamma"], dtype=torch.float64)
+            processed.update(self.per_image_options(hf_kwargs, self.image_count(processed)))
         return processed
+
+    def image_count(self, processed) -> int:
+        """Images in the HF processor's output (LLaVA: one pixel_values entry per image)."""
+        return len(processed["pixel_values"])
+
+    def per_image_options(self, hf_kwargs: Mapping[str, object], images: int) -> Dict[str, torch.Tensor]:
+        """The request's options as per-image fields."""
+        settings = self.settings(hf_kwargs)
+        return {KEEP: torch.full((images,), settings["keep"], dtype=torch.int64),
+                GAMMA: torch.full((images,), settings["gamma"], dtype=torch.float64)}
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
         fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))

@@ -1,0 +1,302 @@
+"""Qwen2.5-VL (model_type ``qwen2_5_vl``) with ID-Selection, as a vLLM architecture.
+
+Per image, as ``idselect.patch(model, keep=k)`` does with transformers (its default importance for
+Qwen, "relevance"; docs/hooks.md): the importance of an image's tokens is the attention of the
+prompt's last token to them at LLM layer 0 (that layer's input norm and W_Q / W_K, no rotary
+embedding, softmax over the image's tokens, averaged over heads, min-max normalised);
+``idselect.select`` picks ``min(k, tokens)`` of the merger's outputs, which reach the LLM in their
+original order. The processor gives each image as many placeholders as tokens it keeps.
+
+The prompt's last token is part of each image's options (and so of vLLM's multimodal hash: an
+encoder output cached for one prompt never serves another with a different last token).
+
+Positions follow the hooks' rule, not vLLM's generic pruning rule: every kept token keeps its
+original M-RoPE (t, h, w) position, text after an image continues where the unpruned sequence
+puts it (after the image's largest extent), and decoding continues after the unpruned prompt's
+largest position. The positions of text are fixed when a request arrives
+(``get_mrope_input_positions``); those of kept tokens are known once the encoder has selected
+them, and reach the runner through vLLM's ``SupportsMultiModalPruning`` interface: each image's
+kept rows carry their (t, h, w) in three extra channels, which ``recompute_mrope_positions``
+strips and writes at the image's placeholder positions.
+
+vLLM builds its position recompute only when its own (video) pruning is configured; the
+architecture turns it on for its engine (``enable_position_recompute``). Images only: the
+architecture serves no videos (``get_supported_mm_limits``), since the hooks' joint selection
+over a video's frames is not implemented here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from vllm.model_executor.models.qwen2_5_vl import (
+    Qwen2_5_VLDummyInputsBuilder,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLMultiModalProcessor,
+    Qwen2_5_VLProcessingInfo,
+)
+from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.multimodal.inputs import MultiModalFieldConfig
+from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
+from vllm.multimodal.processing import PromptReplacement
+
+from .. import importance as imp
+from . import GAMMA, KEEP, QUERY, check_vllm_version, engine_settings, refuse_engine_mm_kwargs
+from .llava import BudgetedProcessor, UnprunedTokenBudget
+from .selection import kept_rows
+
+#: Extra channels appended to each image's kept rows: their (t, h, w) M-RoPE offsets.
+POSITION_CHANNELS = 3
+EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned by the Qwen architecture (not verified: the "
+                      "placeholder count and the relevance need the processor's grid); pass images")
+
+
+def check_engine(vllm_config, model_types: Sequence[str]) -> Dict[str, object]:
+    """The engine's options, after checking that the engine is one this architecture serves."""
+    check_vllm_version()
+    model_config = vllm_config.model_config
+    refuse_engine_mm_kwargs(model_config)
+    if getattr(vllm_config, "lora_config", None) is not None:
+        raise ValueError("idselect: LoRA is not supported with the idselect architectures (not verified: vLLM's "
+                         "tower/connector LoRA counts tokens before pruning)")
+    hf_config = model_config.hf_config
+    settings = engine_settings(hf_config)
+    if hf_config.model_type not in model_types:
+        raise ValueError(f"idselect: {hf_config.architectures[0]} serves {' / '.join(model_types)} (model_type), "
+                         f"got model_type {hf_config.model_type!r}")
+    mm_config = model_config.multimodal_config
+    if mm_config is not None and mm_config.is_multimodal_pruning_enabled():
+        raise ValueError(f"idselect: video pruning ({mm_config.get_video_pruning_spec()}) is configured: the idselect "
+                         "architecture serves images only and prunes them itself; leave video_pruning_rate unset")
+    return settings
+
+
+def enable_position_recompute(multimodal_config) -> None:
+    """vLLM's runners recompute M-RoPE positions after the encoder (``recompute_mrope_positions``)
+    only when its multimodal config says pruning is on, which it derives from a video pruning
+    rate. This engine's config says so (this object only: it is the engine's own)."""
+    object.__setattr__(multimodal_config, "is_multimodal_pruning_enabled", lambda: True)
+
+
+# -- processor: min(keep, tokens) placeholders per image; keep, gamma and the query token per image --
+
+class IdSelectQwen2_5_VLProcessingInfo(UnprunedTokenBudget, Qwen2_5_VLProcessingInfo):
+    def get_supported_mm_limits(self) -> Mapping[str, Optional[int]]:
+        return {"image": None}  # no videos: see the module docstring
+
+
+class IdSelectQwen2_5_VLMultiModalProcessor(BudgetedProcessor, Qwen2_5_VLMultiModalProcessor):
+    def apply(self, inputs, *args, **kwargs):
+        """The prompt's last token becomes an option of every image of the request."""
+        options = dict(inputs.hf_processor_mm_kwargs)
+        if QUERY in options:
+            raise ValueError(f"idselect: {QUERY} is set by the processor from the prompt, not by a request")
+        if inputs.mm_data_items.get_all_counts().get("image", 0):
+            prompt = inputs.prompt
+            if isinstance(prompt, str) or not prompt:
+                raise RuntimeError(f"idselect: expected the prompt's token ids here, got {type(prompt).__name__}")
+            last = int(prompt[-1])
+            if last == self.info.get_hf_config().image_token_id:
+                raise ValueError("idselect: the prompt ends with an image placeholder; relevance needs the text after "
+                                 "it (its last token is the query)")
+            options[QUERY] = last
+        inputs = dataclasses.replace(inputs, hf_processor_mm_kwargs=options)
+        return super().apply(inputs, *args, **kwargs)
+
+    def settings(self, mm_kwargs: Mapping[str, object]) -> Dict[str, object]:
+        return super().settings({key: value for key, value in mm_kwargs.items() if key != QUERY})
+
+    def image_count(self, processed) -> int:
+        return len(processed["image_grid_thw"])
+
+    def per_image_options(self, hf_kwargs: Mapping[str, object], images: int) -> Dict[str, torch.Tensor]:
+        options = super().per_image_options(hf_kwargs, images)
+        options[QUERY] = torch.full((images,), int(hf_kwargs[QUERY]), dtype=torch.int64)
+        return options
+
+    def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
+        fields = dict(super()._get_mm_fields_config(hf_inputs, hf_processor_mm_kwargs))
+        fields[QUERY] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)
+        return fields
+
+    def _get_prompt_updates(self, mm_items, hf_processor_mm_kwargs, out_mm_kwargs) -> Sequence[PromptReplacement]:
+        keep = self.settings(hf_processor_mm_kwargs)["keep"]
+        config = self.info.get_hf_config()
+        merge = config.vision_config.spatial_merge_size
+
+        def replacement(item_idx: int) -> List[int]:
+            if isinstance(mm_items.get_items("image", (ImageEmbeddingItems, ImageProcessorItems)), ImageEmbeddingItems):
+                raise ValueError(EMBEDDINGS_REFUSED)
+            grid = out_mm_kwargs["image"][item_idx]["image_grid_thw"].data
+            tokens = int(grid.prod()) // merge ** 2
+            return [config.image_token_id] * min(keep, tokens)
+
+        return [PromptReplacement(modality="image", target=[config.image_token_id], replacement=replacement)]
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+def grid_positions(grids: Sequence[Sequence[int]], merge: int) -> torch.Tensor:
+    """(t, h, w) M-RoPE offsets of every LLM token of each image ([sum of tokens, 3], int64,
+    images one after another), in the merger's row-major order."""
+    parts = [np.indices((t, h // merge, w // merge)).reshape(3, -1).T for t, h, w in grids]
+    return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64))
+
+
+@MULTIMODAL_REGISTRY.register_processor(IdSelectQwen2_5_VLMultiModalProcessor, info=IdSelectQwen2_5_VLProcessingInfo,
+                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
+class IdSelectQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2_5_VLForConditionalGeneration, pruning each image to its budget before the LLM."""
+
+    model_types = ("qwen2_5_vl",)
+    needs_position_recompute = True  # read by the CPU runner's load_model (idselect.vllm.register)
+
+    def __init__(self, *, vllm_config, prefix: str = "") -> None:
+        check_engine(vllm_config, self.model_types)
+        # Before the parent reads it: it then also leaves the encoder out of CUDA graphs, whose
+        # path skips embed_multimodal's post-processing (vLLM's note in get_encoder_cudagraph_config).
+        enable_position_recompute(vllm_config.model_config.multimodal_config)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self.is_multimodal_pruning_enabled = True
+
+    # -- the encoder step: all images of a step in one selection -------------------------------------
+
+    def embed_multimodal(self, **kwargs: object):
+        keeps, gammas, queries = (kwargs.pop(name, None) for name in (KEEP, GAMMA, QUERY))
+        if kwargs.get("image_embeds") is not None:
+            raise ValueError(EMBEDDINGS_REFUSED)
+        if kwargs.get("pixel_values_videos") is not None or kwargs.get("video_embeds") is not None:
+            raise ValueError("idselect: the Qwen architecture serves images only")
+        image_input = self._parse_and_validate_image_input(**kwargs)
+        if image_input is None:
+            return []
+        embeddings = list(self._process_image_input(image_input))  # per image [T_i, D]
+        count = len(embeddings)
+        keeps, gammas = host_values(keeps, count, int), host_values(gammas, count, float)
+        queries = host_values(queries, count, int)
+        scores = self.relevance(embeddings, queries)
+        kept = kept_rows(embeddings, scores, keeps, gammas)
+        grids = image_input["image_grid_thw"].tolist()  # a host tensor (keep_on_cpu): no sync
+        positions = grid_positions(grids, self.config.vision_config.spatial_merge_size)
+        positions = positions.to(embeddings[0].device, non_blocking=True).split([e.shape[0] for e in embeddings])
+        return tuple(torch.cat([emb[rows], pos[rows].to(emb.dtype)], dim=1)
+                     for emb, pos, rows in zip(embeddings, positions, kept))
+
+    def relevance(self, embeddings: Sequence[torch.Tensor], queries: Sequence[int]) -> List[torch.Tensor]:
+        """Per image [T_i] float32: the attention of its query token (the prompt's last) to its
+        tokens at LLM layer 0, as idselect.importance.instruction_relevance computes it with
+        transformers' layers; images of equal size in one batched pass."""
+        llm = self.language_model.model
+        layer, device = llm.layers[0], embeddings[0].device
+        query_ids = torch.tensor(queries, dtype=torch.long).to(device, non_blocking=True)
+        query_hidden = llm.embed_tokens(query_ids)  # [G, H]: text tokens enter layer 0 as their embeddings
+        out: List[Optional[torch.Tensor]] = [None] * len(embeddings)
+        for size, members in group_by_size(embeddings).items():
+            keys = torch.stack([embeddings[i] for i in members])  # [g, T, H]
+            index = torch.tensor(members, dtype=torch.long).to(device, non_blocking=True)
+            values = layer_relevance(layer, query_hidden.index_select(0, index), keys)
+            for row, i in enumerate(members):
+                out[i] = values[row]
+        return out
+
+    # -- positions: text by the hooks' rule on arrival, kept tokens after the encoder ------------------
+
+    def get_mrope_input_positions(self, input_tokens: List[int], mm_features) -> tuple:
+        merge = self.config.vision_config.spatial_merge_size
+        parts, start, next_position = [], 0, 0
+        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            offset, length = feature.mm_position.offset, feature.mm_position.length
+            t, h, w = (int(v) for v in feature.data["image_grid_thw"].data.tolist())
+            t, h, w = t, h // merge, w // merge
+            text = offset - start
+            parts.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+            base = next_position + text
+            if length == t * h * w:  # kept whole: its positions are known now
+                parts.append(np.indices((t, h, w)).reshape(3, -1) + base)
+            else:  # pruned: the image's base until its kept rows say where they sit
+                parts.append(np.full((3, length), base))
+            next_position = base + max(t, h, w)
+            start = offset + length
+        text = len(input_tokens) - start
+        parts.append(np.broadcast_to(np.arange(text), (3, text)) + next_position)
+        next_position += text
+        positions = np.concatenate(parts, axis=1) if parts else np.zeros((3, 0), dtype=np.int64)
+        return torch.from_numpy(positions.astype(np.int64)), next_position - len(input_tokens)
+
+    def recompute_mrope_positions(self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens):
+        """Strips the position channels from this step's image rows and writes their positions
+        (the image's base plus each kept token's (t, h, w)) at the placeholders they fill: the
+        first image placeholders at or after ``num_computed_tokens``, in order (a step's rows
+        may be the middle of an image under chunked prefill). Text positions stay as set on
+        arrival. Runs on the positions' device; the delta is read from them."""
+        rows = [mm[:, :-POSITION_CHANNELS] for mm in multimodal_embeddings]
+        positions = mrope_positions
+        device = positions.device
+        ids = (input_ids if isinstance(input_ids, torch.Tensor) else torch.tensor(input_ids)).to(device)
+        count = sum(mm.shape[0] for mm in multimodal_embeddings)
+        if count:
+            offsets = torch.cat([mm[:, -POSITION_CHANNELS:] for mm in multimodal_embeddings]).to(device)
+            offsets = offsets.round().long()  # [count, 3]
+            index = torch.arange(ids.numel(), device=device)
+            image = ids == self.config.image_token_id
+            pending = image & (index >= num_computed_tokens)
+            rank = pending.long().cumsum(0) - 1
+            target = pending & (rank < count)
+            # Each placeholder's image starts one after the text token before it.
+            last_text = torch.where(image, torch.full_like(index, -1), index).cummax(0).values
+            base = torch.where(last_text >= 0, positions[0, last_text.clamp_min(0)] + 1, torch.zeros_like(index))
+            values = base[None] + offsets[rank.clamp(0, count - 1)].T
+            positions = torch.where(target[None], values.to(positions.dtype), positions)
+        delta = int(positions.max()) + 1 - ids.numel() if positions.numel() else -ids.numel()
+        return rows, positions, delta
+
+
+def host_values(values, count: int, kind: type) -> list:
+    """A per-image option field (keep_on_cpu: a host tensor, or a list of 0-d host tensors) as
+    Python numbers; reading host tensors is no device sync."""
+    if isinstance(values, torch.Tensor):
+        values = values.reshape(-1).tolist()
+    elif values is not None:
+        values = [v.item() if isinstance(v, torch.Tensor) else v for v in values]
+    if values is None or len(values) != count:
+        raise RuntimeError(f"idselect: {0 if values is None else len(values)} option values for {count} images "
+                           "(the processor gives every image one)")
+    return [kind(v) for v in values]
+
+
+def group_by_size(tensors: Sequence[torch.Tensor]) -> Dict[int, List[int]]:
+    """Indices of the tensors by their leading size (host shapes)."""
+    groups: Dict[int, List[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(int(t.shape[0]), []).append(i)
+    return groups
+
+
+def layer_relevance(layer: torch.nn.Module, query_hidden: torch.Tensor, key_hidden: torch.Tensor) -> torch.Tensor:
+    """[g, T] relevance of g images at one vLLM decoder layer: its input norm, the query and key
+    parts of its fused ``qkv_proj`` (per-head ``q_norm`` / ``k_norm`` where the layer has them),
+    softmax over T of q k^T / sqrt(d), averaged over all heads (summed over the heads this rank
+    holds, then reduced across ranks), min-max normalised per image."""
+    attn = layer.self_attn
+    g, tokens, width = key_hidden.shape
+    heads, kv_heads, head_dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    norm = layer.input_layernorm
+    q = attn.qkv_proj(norm(query_hidden))[0][:, :attn.q_size].reshape(g, heads, head_dim)
+    k = attn.qkv_proj(norm(key_hidden.reshape(-1, width)))[0][:, attn.q_size:attn.q_size + attn.kv_size]
+    k = k.reshape(g, tokens, kv_heads, head_dim)
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q = q.float()  # [g, h, d]
+    k = k.float().transpose(1, 2).repeat_interleave(heads // kv_heads, dim=1)  # [g, h, T, d]
+    # The operations of idselect.importance.instruction_relevance, in its order.
+    probs = ((q[:, :, None] @ k.transpose(-1, -2))[:, :, 0] / math.sqrt(head_dim)).softmax(dim=-1)
+    if getattr(attn, "total_num_heads", heads) == heads:
+        attention = probs.mean(dim=1)
+    else:
+        from vllm.distributed import tensor_model_parallel_all_reduce
+
+        attention = tensor_model_parallel_all_reduce(probs.sum(dim=1)) / attn.total_num_heads
+    return imp.minmax(attention)
