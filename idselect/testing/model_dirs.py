@@ -184,33 +184,53 @@ def qwen_vocabulary() -> dict:
     return vocab
 
 
-def qwen_for_engines(seed: int = 0):
-    """Qwen2.5-VL's layout at widths vLLM's CPU attention runs (LLM head size 32): vision depth 2
-    with window attention and one full-attention block, 2 x 2 merger, M-RoPE sections 4/6/6."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+#: Pixels per vision patch: Qwen2.5-VL 14, Qwen3-VL 16 (a 2 x 2 merge makes units of 28 / 32 px).
+QWEN_PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
 
-    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2, window_size=56, out_hidden_size=128, fullatt_block_indexes=[1],
-                  tokens_per_second=2)
+
+def qwen_for_engines(seed: int = 0, family: str = "qwen2_5_vl"):
+    """A Qwen layout at widths vLLM's CPU attention runs (LLM head size 32, M-RoPE sections 4/6/6).
+    ``family="qwen2_5_vl"``: vision depth 2 with window attention and one full-attention block,
+    2 x 2 merger. ``"qwen3_vl"``: vision depth 3 with a learned 4 x 4 position grid, DeepStack
+    features from vision layers 0 and 1, interleaved M-RoPE, q/k norms in the LLM."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration)
+
+    if family not in QWEN_FAMILIES:
+        raise ValueError(f"idselect: family must be one of {QWEN_FAMILIES}, got {family!r}")
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
     text = dict(vocab_size=tiny.VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tiny.PAD_TOKEN,
-                bos_token_id=2, eos_token_id=3,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]})
-    cfg = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=tiny.IMAGE_TOKEN,
-                           video_token_id=tiny.VIDEO_TOKEN, vision_start_token_id=102, vision_end_token_id=103)
+                bos_token_id=2, eos_token_id=3, rope_parameters=rope)
+    tokens = dict(image_token_id=tiny.IMAGE_TOKEN, video_token_id=tiny.VIDEO_TOKEN, vision_start_token_id=102,
+                  vision_end_token_id=103)
+    if family == "qwen2_5_vl":
+        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, window_size=56, out_hidden_size=128, fullatt_block_indexes=[1],
+                      tokens_per_second=2)
+        cfg, model_class = Qwen2_5_VLConfig(vision_config=vision, text_config=text, **tokens), Qwen2_5_VLForConditionalGeneration
+    else:
+        vision = dict(depth=3, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16, spatial_merge_size=2,
+                      temporal_patch_size=2, out_hidden_size=128, num_position_embeddings=16,
+                      deepstack_visual_indexes=[0, 1])
+        text.update(head_dim=32, rope_parameters=dict(rope, mrope_interleaved=True))
+        cfg, model_class = Qwen3VLConfig(vision_config=vision, text_config=text, **tokens), Qwen3VLForConditionalGeneration
     cfg._attn_implementation = "sdpa"
-    return tiny._finish(Qwen2_5_VLForConditionalGeneration(cfg), seed)
+    return tiny._finish(model_class(cfg), seed)
 
 
-def save_tiny_qwen(path: str, seed: int = 0):
-    """Write a loadable Qwen2.5-VL folder at ``path``; returns the in-memory model (float32,
-    eval mode) whose weights it holds. transformers 5 writes ``model.visual.*`` /
-    ``model.language_model.*``, which vLLM maps."""
+def save_tiny_qwen(path: str, seed: int = 0, family: str = "qwen2_5_vl"):
+    """Write a loadable Qwen2.5-VL or Qwen3-VL folder (``family``, see qwen_for_engines) at
+    ``path``; returns the in-memory model (float32, eval mode) whose weights it holds.
+    transformers 5 names the weights ``model.visual.*`` / ``model.language_model.*``, which vLLM
+    maps."""
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
+                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
-    model = qwen_for_engines(seed)
+    model = qwen_for_engines(seed, family)
     os.makedirs(path, exist_ok=True)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(path)
@@ -230,12 +250,16 @@ def save_tiny_qwen(path: str, seed: int = 0):
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     template = CHAT_TEMPLATE.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
     tokenizer.chat_template = template
-    images = Qwen2VLImageProcessor(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS, patch_size=14,
-                                   merge_size=2, temporal_patch_size=2)
-    videos = Qwen2VLVideoProcessor(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS, patch_size=14, merge_size=2,
-                                   temporal_patch_size=2)
-    processor = Qwen2_5_VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=videos,
-                                    chat_template=template)
+    patch = QWEN_PATCH[family]
+    bounds = dict(min_pixels=QWEN_MIN_PIXELS * patch * patch // 196, max_pixels=QWEN_MAX_PIXELS * patch * patch // 196,
+                  patch_size=patch, merge_size=2, temporal_patch_size=2)
+    images = Qwen2VLImageProcessor(**bounds)
+    if family == "qwen2_5_vl":
+        processor = Qwen2_5_VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(**bounds),
+                                        chat_template=template)
+    else:
+        processor = Qwen3VLProcessor(image_processor=images, tokenizer=tokenizer, video_processor=Qwen3VLVideoProcessor(**bounds),
+                                     chat_template=template)
     processor.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model

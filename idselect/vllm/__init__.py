@@ -34,14 +34,15 @@ VERSION_ENV = "IDSELECT_UNVERIFIED_VLLM"
 #: model_type -> the architecture name that prunes it.
 ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration",
                  "llava_next": "IdSelectLlavaNextForConditionalGeneration",
-                 "qwen2_5_vl": "IdSelectQwen2_5_VLForConditionalGeneration"}
+                 "qwen2_5_vl": "IdSelectQwen2_5_VLForConditionalGeneration",
+                 "qwen3_vl": "IdSelectQwen3VLForConditionalGeneration"}
 #: model_type -> the module (idselect.vllm.<module>) that defines its architecture.
-_MODULES = {"llava": "llava", "llava_next": "llava", "qwen2_5_vl": "qwen"}
+_MODULES = {"llava": "llava", "llava_next": "llava", "qwen2_5_vl": "qwen", "qwen3_vl": "qwen"}
 _MODEL_CLASSES = {arch: f"idselect.vllm.{_MODULES[model_type]}:{arch}" for model_type, arch in ARCHITECTURES.items()}
 #: model_type -> the importance its architecture computes: the hooks' default for the family
 #: where vLLM can compute it (docs/serving.md). LLaVA's "unified" reads the instruction with
 #: [CLS] saliency; vLLM encodes an image apart from its prompt, so only saliency is served.
-IMPORTANCE_OF = {"llava": "saliency", "llava_next": "saliency", "qwen2_5_vl": "relevance"}
+IMPORTANCE_OF = {"llava": "saliency", "llava_next": "saliency", "qwen2_5_vl": "relevance", "qwen3_vl": "relevance"}
 
 #: The options, as keys of hf_overrides (engine-wide) and mm_processor_kwargs (per request).
 KEEP, GAMMA, IMPORTANCE = "idselect_keep", "idselect_gamma", "idselect_importance"
@@ -176,7 +177,7 @@ def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
     importance : str, optional
         The family's importance (``IMPORTANCE_OF``; the default): ``"saliency"`` ([CLS] attention)
         for LLaVA and LLaVA-NeXT, ``"relevance"`` (the prompt's last token at LLM layer 0) for
-        Qwen2.5-VL. Others are refused.
+        Qwen2.5-VL and Qwen3-VL. Others are refused.
 
     Returns
     -------

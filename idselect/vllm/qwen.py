@@ -1,11 +1,14 @@
-"""Qwen2.5-VL (model_type ``qwen2_5_vl``) with ID-Selection, as a vLLM architecture.
+"""Qwen2.5-VL (model_type ``qwen2_5_vl``) and Qwen3-VL (``qwen3_vl``) with ID-Selection, as vLLM
+architectures.
 
 Per image, as ``idselect.patch(model, keep=k)`` does with transformers (its default importance for
 Qwen, "relevance"; docs/hooks.md): the importance of an image's tokens is the attention of the
 prompt's last token to them at LLM layer 0 (that layer's input norm and W_Q / W_K, no rotary
 embedding, softmax over the image's tokens, averaged over heads, min-max normalised);
 ``idselect.select`` picks ``min(k, tokens)`` of the merger's outputs, which reach the LLM in their
-original order. The processor gives each image as many placeholders as tokens it keeps.
+original order (Qwen3-VL: its DeepStack rows go with their tokens; importance and similarity read
+the main rows, the LLM's input, as with transformers). The processor gives each image as many
+placeholders as tokens it keeps.
 
 The prompt's last token is part of each image's options (and so of vLLM's multimodal hash: an
 encoder output cached for one prompt never serves another with a different last token).
@@ -37,6 +40,12 @@ from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLMultiModalProcessor,
     Qwen2_5_VLProcessingInfo,
+)
+from vllm.model_executor.models.qwen3_vl import (
+    Qwen3VLDummyInputsBuilder,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMultiModalProcessor,
+    Qwen3VLProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
@@ -83,12 +92,28 @@ def enable_position_recompute(multimodal_config) -> None:
 
 # -- processor: min(keep, tokens) placeholders per image; keep, gamma and the query token per image --
 
-class IdSelectQwen2_5_VLProcessingInfo(UnprunedTokenBudget, Qwen2_5_VLProcessingInfo):
+class ImagesOnly(UnprunedTokenBudget):
+    """Mixed into a Qwen processing info: images only (see the module docstring), and the
+    encoder budget sized by an unpruned image."""
+
     def get_supported_mm_limits(self) -> Mapping[str, Optional[int]]:
-        return {"image": None}  # no videos: see the module docstring
+        return {"image": None}
 
 
-class IdSelectQwen2_5_VLMultiModalProcessor(BudgetedProcessor, Qwen2_5_VLMultiModalProcessor):
+class IdSelectQwen2_5_VLProcessingInfo(ImagesOnly, Qwen2_5_VLProcessingInfo):
+    pass
+
+
+class IdSelectQwen3VLProcessingInfo(ImagesOnly, Qwen3VLProcessingInfo):
+    def get_supported_mm_processor_kwargs(self) -> Dict[str, set]:
+        # Qwen3VLProcessingInfo's own version adds video options, which need the video modality.
+        return super(Qwen3VLProcessingInfo, self).get_supported_mm_processor_kwargs()
+
+
+class QueryProcessor(BudgetedProcessor):
+    """Mixed into a Qwen processor: BudgetedProcessor, plus the prompt's last token as a
+    per-image option (the relevance query), and Qwen's placeholder count from the image grid."""
+
     def apply(self, inputs, *args, **kwargs):
         """The prompt's last token becomes an option of every image of the request."""
         options = dict(inputs.hf_processor_mm_kwargs)
@@ -109,8 +134,18 @@ class IdSelectQwen2_5_VLMultiModalProcessor(BudgetedProcessor, Qwen2_5_VLMultiMo
     def settings(self, mm_kwargs: Mapping[str, object]) -> Dict[str, object]:
         return super().settings({key: value for key, value in mm_kwargs.items() if key != QUERY})
 
-    def image_count(self, processed) -> int:
-        return len(processed["image_grid_thw"])
+    def _apply_hf_processor_main(self, mm_items, hf_kwargs):
+        # Qwen3-VL's processor calls the HF processor itself (not _call_hf_processor): the
+        # options are taken out and added here, around every Qwen processor's HF call.
+        plain = {key: value for key, value in hf_kwargs.items() if not key.startswith("idselect_")}
+        processed = super()._apply_hf_processor_main(mm_items, plain)
+        if "image_grid_thw" in processed:
+            processed.update(self.per_image_options(hf_kwargs, len(processed["image_grid_thw"])))
+        return processed
+
+    def _call_hf_processor(self, hf_data, hf_kwargs):
+        # Past BudgetedProcessor's: _apply_hf_processor_main adds the options.
+        return super(BudgetedProcessor, self)._call_hf_processor(hf_data, hf_kwargs)
 
     def per_image_options(self, hf_kwargs: Mapping[str, object], images: int) -> Dict[str, torch.Tensor]:
         options = super().per_image_options(hf_kwargs, images)
@@ -146,12 +181,19 @@ def grid_positions(grids: Sequence[Sequence[int]], merge: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64))
 
 
-@MULTIMODAL_REGISTRY.register_processor(IdSelectQwen2_5_VLMultiModalProcessor, info=IdSelectQwen2_5_VLProcessingInfo,
-                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
-class IdSelectQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
-    """vLLM's Qwen2_5_VLForConditionalGeneration, pruning each image to its budget before the LLM."""
+class IdSelectQwen2_5_VLMultiModalProcessor(QueryProcessor, Qwen2_5_VLMultiModalProcessor):
+    pass
 
-    model_types = ("qwen2_5_vl",)
+
+class IdSelectQwen3VLMultiModalProcessor(QueryProcessor, Qwen3VLMultiModalProcessor):
+    pass
+
+
+class RelevancePruning:
+    """Mixed into a Qwen vLLM model: prunes each image of an encoder step by relevance, in one
+    selection for the step, and places the kept tokens at their M-RoPE positions."""
+
+    model_types: Sequence[str] = ()  # the model_type values the architecture serves
     needs_position_recompute = True  # read by the CPU runner's load_model (idselect.vllm.register)
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
@@ -173,17 +215,22 @@ class IdSelectQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerat
         image_input = self._parse_and_validate_image_input(**kwargs)
         if image_input is None:
             return []
-        embeddings = list(self._process_image_input(image_input))  # per image [T_i, D]
+        embeddings = list(self._process_image_input(image_input))  # per image [T_i, D (+ DeepStack levels)]
         count = len(embeddings)
         keeps, gammas = host_values(keeps, count, int), host_values(gammas, count, float)
         queries = host_values(queries, count, int)
-        scores = self.relevance(embeddings, queries)
-        kept = kept_rows(embeddings, scores, keeps, gammas)
+        width = self.llm_input_width()
+        features = [emb[:, :width] for emb in embeddings]  # what the LLM's layer 0 receives
+        kept = kept_rows(features, self.relevance(features, queries), keeps, gammas)
         grids = image_input["image_grid_thw"].tolist()  # a host tensor (keep_on_cpu): no sync
         positions = grid_positions(grids, self.config.vision_config.spatial_merge_size)
         positions = positions.to(embeddings[0].device, non_blocking=True).split([e.shape[0] for e in embeddings])
         return tuple(torch.cat([emb[rows], pos[rows].to(emb.dtype)], dim=1)
                      for emb, pos, rows in zip(embeddings, positions, kept))
+
+    def llm_input_width(self) -> int:
+        """Channels of an image row that enter the LLM as its input embedding."""
+        return self.config.text_config.hidden_size
 
     def relevance(self, embeddings: Sequence[torch.Tensor], queries: Sequence[int]) -> List[torch.Tensor]:
         """Per image [T_i] float32: the attention of its query token (the prompt's last) to its
@@ -252,6 +299,23 @@ class IdSelectQwen2_5_VLForConditionalGeneration(Qwen2_5_VLForConditionalGenerat
             positions = torch.where(target[None], values.to(positions.dtype), positions)
         delta = int(positions.max()) + 1 - ids.numel() if positions.numel() else -ids.numel()
         return rows, positions, delta
+
+
+@MULTIMODAL_REGISTRY.register_processor(IdSelectQwen2_5_VLMultiModalProcessor, info=IdSelectQwen2_5_VLProcessingInfo,
+                                        dummy_inputs=Qwen2_5_VLDummyInputsBuilder)
+class IdSelectQwen2_5_VLForConditionalGeneration(RelevancePruning, Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2_5_VLForConditionalGeneration, pruning each image to its budget before the LLM."""
+
+    model_types = ("qwen2_5_vl",)
+
+
+@MULTIMODAL_REGISTRY.register_processor(IdSelectQwen3VLMultiModalProcessor, info=IdSelectQwen3VLProcessingInfo,
+                                        dummy_inputs=Qwen3VLDummyInputsBuilder)
+class IdSelectQwen3VLForConditionalGeneration(RelevancePruning, Qwen3VLForConditionalGeneration):
+    """vLLM's Qwen3VLForConditionalGeneration, pruning each image (with its DeepStack rows) to its
+    budget before the LLM."""
+
+    model_types = ("qwen3_vl",)
 
 
 def host_values(values, count: int, kind: type) -> list:
