@@ -169,9 +169,10 @@ def sample_image(seed: int):
 QWEN_IMAGE, QWEN_VIDEO, VISION_START, VISION_END = "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"
 #: One image part: what Qwen's chat template writes for it (vLLM's placeholder string too).
 QWEN_IMAGE_PART = [VISION_START, QWEN_IMAGE, VISION_END]
-#: Qwen2.5-VL's pixel bounds for the tiny folders: 28 px units (14 px patches, 2 x 2 merge), so
-#: sample_qwen_image's pictures give 6-30 visual tokens, tall and wide ones among them.
-QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 168 * 168
+#: The least pixels an image is resized to (Qwen2.5-VL's 14 px patches; scaled for Qwen3-VL's 16).
+#: The most: QWEN_SHAPES' max_side squared, so sample_qwen_image's pictures give 12-36 visual
+#: tokens in the tiny folders, tall and wide ones among them.
+QWEN_MIN_PIXELS = 56 * 56
 
 
 def qwen_vocabulary() -> dict:
@@ -189,38 +190,53 @@ QWEN_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 QWEN_PATCH = {"qwen2_5_vl": 14, "qwen3_vl": 16}
 
 
-def qwen_for_engines(seed: int = 0, family: str = "qwen2_5_vl"):
-    """A Qwen layout at widths vLLM's CPU attention runs (LLM head size 32, M-RoPE sections 4/6/6).
-    ``family="qwen2_5_vl"``: vision depth 2 with window attention and one full-attention block,
-    2 x 2 merger. ``"qwen3_vl"``: vision depth 3 with a learned 4 x 4 position grid, DeepStack
-    features from vision layers 0 and 1, interleaved M-RoPE, q/k norms in the LLM."""
+#: Qwen shapes: tiny (the tests': LLM 128 wide, head size 32) and bench (bench/bench_vllm.py:
+#: 256 visual tokens for a 448 px (Qwen2.5-VL) / 512 px (Qwen3-VL) square image, LLM 512 wide x 4
+#: layers, head size 64), both at widths vLLM's CPU attention runs.
+QWEN_SHAPES = {
+    "tiny": dict(vision_hidden=64, vision_heads=2, text_hidden=128, text_heads=4, text_kv_heads=2, text_layers=2,
+                 mrope_section=[4, 6, 6], position_grid=16, max_side=168),
+    "bench": dict(vision_hidden=256, vision_heads=4, text_hidden=512, text_heads=8, text_kv_heads=8, text_layers=4,
+                  mrope_section=[8, 12, 12], position_grid=256, max_side=448),
+}
+
+
+def qwen_for_engines(seed: int = 0, family: str = "qwen2_5_vl", shape: str = "tiny"):
+    """A Qwen layout of ``QWEN_SHAPES[shape]``. ``family="qwen2_5_vl"``: vision depth 2 (tiny) or 4
+    (bench) with window attention and one full-attention block, 2 x 2 merger. ``"qwen3_vl"``:
+    vision depth 3 with a learned position grid, DeepStack features from vision layers 0 and 1,
+    interleaved M-RoPE, q/k norms in the LLM."""
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen3VLConfig,
                               Qwen3VLForConditionalGeneration)
 
-    if family not in QWEN_FAMILIES:
-        raise ValueError(f"idselect: family must be one of {QWEN_FAMILIES}, got {family!r}")
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
-    text = dict(vocab_size=tiny.VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=tiny.PAD_TOKEN,
+    if family not in QWEN_FAMILIES or shape not in QWEN_SHAPES:
+        raise ValueError(f"idselect: family must be one of {QWEN_FAMILIES} and shape one of {sorted(QWEN_SHAPES)}, "
+                         f"got family={family!r}, shape={shape!r}")
+    d = QWEN_SHAPES[shape]
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": d["mrope_section"]}
+    text = dict(vocab_size=tiny.VOCAB, hidden_size=d["text_hidden"], intermediate_size=2 * d["text_hidden"],
+                num_hidden_layers=d["text_layers"], num_attention_heads=d["text_heads"],
+                num_key_value_heads=d["text_kv_heads"], max_position_embeddings=4096, pad_token_id=tiny.PAD_TOKEN,
                 bos_token_id=2, eos_token_id=3, rope_parameters=rope)
+    width = dict(hidden_size=d["vision_hidden"], intermediate_size=2 * d["vision_hidden"], num_heads=d["vision_heads"],
+                 out_hidden_size=d["text_hidden"])
+    depth = 2 if shape == "tiny" else 4
     tokens = dict(image_token_id=tiny.IMAGE_TOKEN, video_token_id=tiny.VIDEO_TOKEN, vision_start_token_id=102,
                   vision_end_token_id=103)
     if family == "qwen2_5_vl":
-        vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=14, spatial_merge_size=2,
-                      temporal_patch_size=2, window_size=56, out_hidden_size=128, fullatt_block_indexes=[1],
-                      tokens_per_second=2)
+        vision = dict(depth=depth, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                      fullatt_block_indexes=[depth - 1], tokens_per_second=2, **width)
         cfg, model_class = Qwen2_5_VLConfig(vision_config=vision, text_config=text, **tokens), Qwen2_5_VLForConditionalGeneration
     else:
-        vision = dict(depth=3, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16, spatial_merge_size=2,
-                      temporal_patch_size=2, out_hidden_size=128, num_position_embeddings=16,
-                      deepstack_visual_indexes=[0, 1])
-        text.update(head_dim=32, rope_parameters=dict(rope, mrope_interleaved=True))
+        vision = dict(depth=depth + 1, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      num_position_embeddings=d["position_grid"], deepstack_visual_indexes=[0, 1], **width)
+        text.update(head_dim=d["text_hidden"] // d["text_heads"], rope_parameters=dict(rope, mrope_interleaved=True))
         cfg, model_class = Qwen3VLConfig(vision_config=vision, text_config=text, **tokens), Qwen3VLForConditionalGeneration
     cfg._attn_implementation = "sdpa"
     return tiny._finish(model_class(cfg), seed)
 
 
-def save_tiny_qwen(path: str, seed: int = 0, family: str = "qwen2_5_vl"):
+def save_tiny_qwen(path: str, seed: int = 0, family: str = "qwen2_5_vl", shape: str = "tiny"):
     """Write a loadable Qwen2.5-VL or Qwen3-VL folder (``family``, see qwen_for_engines) at
     ``path``; returns the in-memory model (float32, eval mode) whose weights it holds.
     transformers 5 names the weights ``model.visual.*`` / ``model.language_model.*``, which vLLM
@@ -230,7 +246,7 @@ def save_tiny_qwen(path: str, seed: int = 0, family: str = "qwen2_5_vl"):
     from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor,
                               Qwen3VLProcessor, Qwen3VLVideoProcessor)
 
-    model = qwen_for_engines(seed, family)
+    model = qwen_for_engines(seed, family, shape)
     os.makedirs(path, exist_ok=True)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(path)
@@ -251,7 +267,8 @@ def save_tiny_qwen(path: str, seed: int = 0, family: str = "qwen2_5_vl"):
     template = CHAT_TEMPLATE.replace("<image> ", "<|vision_start|><|image_pad|><|vision_end|> ")
     tokenizer.chat_template = template
     patch = QWEN_PATCH[family]
-    bounds = dict(min_pixels=QWEN_MIN_PIXELS * patch * patch // 196, max_pixels=QWEN_MAX_PIXELS * patch * patch // 196,
+    max_side = QWEN_SHAPES[shape]["max_side"] * patch // 14
+    bounds = dict(min_pixels=QWEN_MIN_PIXELS * patch * patch // 196, max_pixels=max_side * max_side,
                   patch_size=patch, merge_size=2, temporal_patch_size=2)
     images = Qwen2VLImageProcessor(**bounds)
     if family == "qwen2_5_vl":
