@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The vLLM integration's tests (tests/test_vllm.py) in a fresh virtual environment of their own,
+# The vLLM integration's tests (tests/test_vllm.py, tests/test_vllm_qwen.py) in a fresh virtual environment of their own,
 # installed the way a CPU user installs it (docs/serving.md): their torch first, then vLLM's CPU
 # build, then `pip install -e ".[vllm]"` from the clone beside it (the extra pulls no vLLM). About 5 minutes
 # to install and 3 to test. vLLM never enters the core install.
@@ -25,4 +25,4 @@ assert "idselect.vllm:register" in plugins, plugins
 print(f"vllm {vllm.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, plugins {plugins}")
 PY
 # HOME is kept: vLLM caches its model inspection under ~/.cache/vllm (about 20 s the first time).
-"$venv_python" -m pytest -q -p no:cacheprovider tests/test_vllm.py
+"$venv_python" -m pytest -q -p no:cacheprovider tests/test_vllm.py tests/test_vllm_qwen.py
