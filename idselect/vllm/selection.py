@@ -176,7 +176,7 @@ class _Step:
             elif kind == WHOLE and with_whole:
                 direct_local.append(np.arange(self.features[i].shape[0], dtype=np.int64))
         arrays = [local, flat, lengths] + direct_local + direct_flat
-        return _upload(arrays, self.device), len(direct_local)
+        return upload(arrays, self.device), len(direct_local)
 
     def _picks(self, up) -> List[torch.Tensor]:
         """Per group of the table, its picks [g, k] (indices into the rows' candidates), ascending."""
@@ -232,7 +232,7 @@ class _Step:
         return out
 
 
-def _upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Tensor]:
+def upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Tensor]:
     """Host int64 arrays on ``device`` in one copy (pinned and asynchronous on CUDA), with their
     shapes (as idselect.hooks.engine.upload)."""
     flat = np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays])
