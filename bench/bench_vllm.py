@@ -8,7 +8,15 @@ same N requests (fresh random images every round, prefix caching off, so no roun
 another's work); medians with p10 / p90 of
 
 - throughput: requests/s and generated tokens/s of a round (``--new-tokens`` each);
-- TTFT: each request's time to its first token (vLLM's per-request metrics), median per round.
+- TTFT: each request's time to its first token (vLLM's per-request metrics), median per round;
+- for ID-Selection, the selection's share of an encoder step: per ``embed_multimodal`` call (one
+  encoder step), the time in idselect's importance and selection (the [CLS] attention, the
+  saliency layout and ``selection.kept_embeddings``: min-max, the op, the gathers) over the
+  call's whole time (tower, projector and all). Measured in a separate pass after the
+  throughput rounds, on an in-process engine (the engine's own process cannot be timed from
+  here), with the same rounds of fresh images; medians over encoder steps with p10 / p90.
+  On a GPU each timed part synchronises the device first and last (it distorts that pass,
+  not the throughput rounds).
 
 Without ``--model`` the model is LLaVA-1.5's layout at CPU-sized widths (576 visual tokens:
 336 px images, 14 px patches; CLIP 256 wide x 4 layers, Llama 512 wide x 4 layers; random
@@ -41,8 +49,9 @@ def images(count, seed, size):
     return [Image.fromarray((rng.rand(size, size, 3) * 255).astype("uint8")) for _ in range(count)]
 
 
-def measure(llm, prompt, args, keep, image_size):
-    """Rounds of args.requests concurrent requests; returns the row of one (engine, keep)."""
+def measure(llm, prompt, args, keep, image_size, after_warmup=None):
+    """Rounds of args.requests concurrent requests; returns the row of one (engine, keep).
+    ``after_warmup`` is called once, before the first measured round."""
     import vllm
 
     from idselect.tools import benchmark
@@ -50,6 +59,8 @@ def measure(llm, prompt, args, keep, image_size):
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True)
     rounds = []
     for r in range(args.warmup + args.repeats):
+        if r == args.warmup and after_warmup is not None:
+            after_warmup()
         batch = []
         for img in images(args.requests, seed=1000 * r + (keep or 0), size=image_size):
             req = {"prompt": prompt, "multi_modal_data": {"image": img}}
@@ -71,6 +82,79 @@ def measure(llm, prompt, args, keep, image_size):
         spread = benchmark.summarize([x[key] for x in rounds])  # median, p10, p90 as the other benchmarks
         row.update({key: spread["median_ms"], key + "_p10": spread["p10_ms"], key + "_p90": spread["p90_ms"]})
     return row
+
+
+class EncoderStepTimer:
+    """Times, inside an in-process engine, each encoder step's ``embed_multimodal`` and the part
+    of it that is idselect's importance and selection (the model class's ``cls_attention`` and
+    ``image_saliency``, and ``kept_embeddings``), by wrapping them; ``remove`` restores them."""
+
+    def __init__(self, cls):
+        import torch
+
+        from idselect.vllm import llava
+
+        self.steps, self.inner, self.saved = [], 0.0, []
+        cuda = torch.cuda.is_available()
+
+        def now():
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def timed(fn, outer):
+            def wrapper(*a, **kw):
+                start = now()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    spent = now() - start
+                    if outer:
+                        self.steps.append((self.inner, spent))
+                        self.inner = 0.0
+                    else:
+                        self.inner += spent
+            return wrapper
+
+        for owner, name, outer in [(cls, "embed_multimodal", True), (cls, "cls_attention", False),
+                                   (cls, "image_saliency", False), (llava, "kept_embeddings", False)]:
+            self.saved.append((owner, name, owner.__dict__.get(name)))
+            setattr(owner, name, timed(getattr(owner, name), outer))
+        self.inner = 0.0
+
+    def remove(self):
+        for owner, name, value in reversed(self.saved):
+            if value is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+def measure_share(path, prompt, args, keeps, image_size):
+    """Per keep: the selection's share of an encoder step (``EncoderStepTimer``), over the same
+    rounds as ``measure`` (fresh images), on an in-process engine."""
+    from idselect.tools import benchmark
+    from idselect.vllm import engine_overrides, llava
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts
+    llm = engine(path, args, engine_overrides("llava", keep=max(keeps)))
+    shares = {}
+    for keep in keeps:
+        timer = EncoderStepTimer(llava.IdSelectLlavaForConditionalGeneration)
+        try:
+            measure(llm, prompt, args, keep, image_size, after_warmup=timer.steps.clear)
+        finally:
+            timer.remove()
+        steps = timer.steps
+        share = benchmark.summarize([inner / total for inner, total in steps])
+        select_ms = benchmark.summarize([1000 * inner for inner, _ in steps])
+        step_ms = benchmark.summarize([1000 * total for _, total in steps])
+        shares[keep] = {"select_share": share["median_ms"], "select_share_p10": share["p10_ms"],
+                        "select_share_p90": share["p90_ms"], "select_ms": select_ms["median_ms"],
+                        "select_ms_p10": select_ms["p10_ms"], "select_ms_p90": select_ms["p90_ms"],
+                        "encoder_step_ms": step_ms["median_ms"], "encoder_steps": len(steps)}
+    del llm
+    return shares
 
 
 def engine(path, args, overrides=None):
@@ -97,6 +181,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--kv-cache-gib", type=float, default=0.5, help="0: vLLM's default")
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the selection's share of an encoder step (an in-process pass)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vllm_cpu.json"))
     args = parser.parse_args(argv)
     if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
@@ -125,6 +211,10 @@ def main(argv=None) -> int:
         for keep in args.keeps:
             rows.append(dict(measure(llm, prompt, args, keep, image_size), variant="id"))
         del llm
+        if args.share:
+            shares = measure_share(path, prompt, args, args.keeps, image_size)
+            for row in rows[1:]:
+                row.update(shares[row["keep"]])
     base = rows[0]
     for row in rows:
         row["throughput_vs_unpruned"] = row["requests_per_s"] / base["requests_per_s"]
@@ -143,6 +233,13 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:8.1f} ({r['tokens_per_s_p10']:.1f}-{r['tokens_per_s_p90']:.1f}) "
               f"{r['ttft_ms']:8.1f} ({r['ttft_ms_p10']:.1f}-{r['ttft_ms_p90']:.1f}) "
               f"{r['throughput_vs_unpruned']:7.2f}x {r['ttft_vs_unpruned']:6.2f}x")
+    if args.share and len(rows) > 1:
+        print("selection's share of an encoder step (idselect's importance + selection / embed_multimodal), "
+              "medians over encoder steps (p10-p90):")
+        for r in rows[1:]:
+            print(f"  keep {r['keep']:>4}: {100 * r['select_share']:5.1f}% ({100 * r['select_share_p10']:.1f}-"
+                  f"{100 * r['select_share_p90']:.1f}%), {r['select_ms']:.2f} ms ({r['select_ms_p10']:.2f}-"
+                  f"{r['select_ms_p90']:.2f}) of a {r['encoder_step_ms']:.1f} ms step, {r['encoder_steps']} steps")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
