@@ -198,3 +198,49 @@ def test_each_row_of_the_op_call_is_the_image_alone(monkeypatch, dtype):
             assert torch.equal(s[:n].view(torch.int32), want.view(torch.int32))  # the same bits
             seen += 1
     assert seen > 10
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("keeps", [[5, 5, 5, 5, 5, 5], [3, 5, 5, 8, 8, 8], [8, 3, 5, 3, 100, 5], [5, 5, 2, 5, 5, 5]])
+def test_images_of_one_projector_call(keeps, dtype):
+    """The images as vLLM's LLaVA gives them: views of one [I, T, D] tensor, and scores as
+    columns 1: of one [I, T + 1] attention. The table is then the tensor itself (no copy) when
+    every image is selected in image order; the rows are the same either way."""
+    gen = torch.Generator().manual_seed(len(set(keeps)))
+    base = torch.randn(6, 40, 16, generator=gen).to(dtype)
+    base[3, 20:] = base[3, :20]  # ties
+    attention = torch.rand(6, 41, generator=gen)
+    attention[2] = torch.randint(0, 3, (41,), generator=gen).float()
+    features, scores = list(base), list(attention[:, 1:])
+    rows = kept_rows(features, scores, keeps, [20.0] * 6)
+    embeds = kept_embeddings(features, scores, keeps, [20.0] * 6)
+    for i in range(6):
+        want = oracle(features[i], scores[i], keeps[i], 20.0)
+        assert torch.equal(rows[i], want) and torch.equal(embeds[i], features[i][want]), i
+
+
+def test_joined_is_cat_and_a_view_only_when_consecutive():
+    from idselect.vllm.selection import joined
+
+    base = torch.randn(5, 7, 3)
+    views = list(base)
+    out = joined(views)
+    assert torch.equal(out, torch.cat(views)) and out.data_ptr() == base.data_ptr()
+    assert torch.equal(joined(views[1:4]), torch.cat(views[1:4])) and joined(views[1:4]).data_ptr() == views[1].data_ptr()
+    for parts in (views[::-1], views[::2], [views[0], base[1].clone()], list(base.transpose(1, 2)),
+                  [base[0, :5], base[0, 5:]]):
+        got = joined(parts)
+        assert torch.equal(got, torch.cat(parts)) and got.data_ptr() != base.data_ptr()
+    columns = list(torch.randn(4, 9)[:, 1:])  # not contiguous: copied
+    assert torch.equal(joined(columns), torch.cat(columns))
+
+
+def test_one_projector_call_copies_no_features():
+    """Views of one tensor, one keep: the table is that tensor (no cat, no gather of features)."""
+    base = torch.randn(8, 64, 32)
+    scores = list(torch.rand(8, 65)[:, 1:])
+    with count_ops() as counts:
+        kept_embeddings(list(base), scores, [4] * 8, [20.0] * 8)
+    assert counts.syncs == 0
+    # cat of the 8 score columns, minmax, the op, sort, gather of the picks, the kept rows' gather
+    assert counts.by_op["cat"] == 1 and counts.by_op["index"] == 1, dict(counts.by_op)

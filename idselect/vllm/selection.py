@@ -178,16 +178,31 @@ class _Step:
         arrays = [local, flat, lengths] + direct_local + direct_flat
         return upload(arrays, self.device), len(direct_local)
 
+    def _identity(self) -> Optional[int]:
+        """T when the table is the concatenation itself: every pruned image is selected from all
+        its rows, all have T rows, in table order (no gather needed); else None."""
+        plan = self.plan
+        if len(plan.table) != len(plan.partial) or plan.table != plan.partial:
+            return None
+        tokens = {self.features[i].shape[0] for i in plan.table}
+        if len(tokens) != 1 or any(self.candidates[i].size != self.features[i].shape[0] for i in plan.table):
+            return None
+        return tokens.pop()
+
     def _picks(self, up) -> List[torch.Tensor]:
         """Per group of the table, its picks [g, k] (indices into the rows' candidates), ascending."""
         plan = self.plan
         if not plan.table:
             return []
         local, flat, lengths = up[0], up[1], up[2]
-        source = torch.cat([self.features[i] for i in plan.partial]).detach()
-        raw = torch.cat([self.scores[i] for i in plan.partial]).detach()
-        feats = source[flat]  # [G, W, D]
-        normalised = imp.minmax(raw[flat])  # [G, W]: padding repeats a candidate, so min/max are the candidates'
+        source = joined([self.features[i] for i in plan.partial]).detach()
+        raw = joined([self.scores[i] for i in plan.partial]).detach()
+        tokens = self._identity()
+        if tokens is not None:  # the table is the concatenation: views, no gather
+            feats, table_scores = source.view(len(plan.table), tokens, -1), raw.view(len(plan.table), tokens)
+        else:
+            feats, table_scores = source[flat], raw[flat]  # [G, W, D], [G, W]
+        normalised = imp.minmax(table_scores)  # padding repeats a candidate, so min/max are the candidates'
         self.source = source
         out = []
         for start, stop, k, gamma in plan.groups:
@@ -220,7 +235,7 @@ class _Step:
         up, directs = self._upload(with_whole=False)
         picks = self._picks(up)
         if not plan.table:
-            self.source = torch.cat([self.features[i] for i in plan.partial])
+            self.source = joined([self.features[i] for i in plan.partial])
         # The rows of the concatenation each partial image keeps, in one index: the images with
         # all candidates kept (image order), then the table's rows (table order).
         order = [i for i in plan.partial if plan.kinds[i] == ALL_CANDIDATES] + plan.table
@@ -230,6 +245,18 @@ class _Step:
         for i, part in zip(order, gathered.split([plan.out_lengths[i] for i in order])):
             out[i] = part
         return out
+
+
+def joined(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors)``, without the copy when they already lie one after the other in one
+    storage (as the images of one projector call do): a view of it then (host metadata only)."""
+    first = tensors[0]
+    shape, step = first.shape, first.numel()
+    if all(t.shape == shape and t.dtype == first.dtype and t.is_contiguous() for t in tensors) and step and all(
+            t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+            and t.storage_offset() == first.storage_offset() + j * step for j, t in enumerate(tensors)):
+        return first.as_strided((len(tensors) * shape[0], *shape[1:]), first.stride(), first.storage_offset())
+    return torch.cat(tensors)
 
 
 def upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Tensor]:
