@@ -41,6 +41,7 @@ from vllm.multimodal.processing import PromptReplacement
 from . import GAMMA, KEEP, check_vllm_version, engine_settings, refuse_engine_mm_kwargs, request_settings
 from .selection import kept_embeddings, upload
 
+Rows = np.ndarray  # host row indices
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned (the saliency needs the vision tower's "
                       "attention); pass images")
@@ -168,8 +169,8 @@ class IdSelectLlavaNextMultiModalProcessor(BudgetedProcessor, LlavaNextMultiModa
 # -- models ------------------------------------------------------------------------------------
 
 class SaliencyPruning:
-    """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's input
-    captured, and prunes each image's embeddings to its budget."""
+    """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's q/k/v
+    projection captured, and prunes each image's embeddings to its budget."""
 
     model_types: Sequence[str] = ()  # the model_type values the architecture serves
 
@@ -182,13 +183,13 @@ class SaliencyPruning:
         # vLLM builds the tower only up to the feature layer: its last layer produces the features.
         return self.vision_tower.vision_model.encoder.layers[-1]
 
-    def cls_attention(self, layer_input: torch.Tensor) -> torch.Tensor:
+    def cls_attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """[crops, T] attention of [CLS] in the feature layer, averaged over all heads (with
-        the 'default' strategy, without [CLS] itself). Under tensor parallelism each rank holds
-        some heads: the sum is reduced across ranks so that every rank keeps the same tokens."""
-        layer = self.saliency_layer()
-        attn = layer.self_attn
-        qkv, _ = attn.qkv_proj(layer.layer_norm1(layer_input))
+        the 'default' strategy, without [CLS] itself), from the layer's own fused q/k/v
+        projection output ``qkv`` (captured as the tower ran: nothing is projected again).
+        Under tensor parallelism each rank holds some heads: the sum is reduced across ranks
+        so that every rank keeps the same tokens."""
+        attn = self.saliency_layer().self_attn
         q, k, _ = qkv.chunk(3, dim=-1)
         heads, width = attn.num_heads_per_partition, attn.head_dim
         q = q[:, :1].unflatten(-1, (heads, width)).transpose(1, 2).float()  # [I, h, 1, d]
@@ -225,7 +226,7 @@ class SaliencyPruning:
         keeps, gammas = host_values(keeps, count), host_values(gammas, count)
         embeddings: List[torch.Tensor] = []
         scores: List[torch.Tensor] = []
-        candidates: List[Optional[np.ndarray]] = []
+        candidates: List[Optional[Rows]] = []
         for start, end in crop_groups(pixel_values, self.crops_per_encoder_call()):
             group = {name: value[start:end] if value is not None else None for name, value in kwargs.items()}
             group_embeddings, group_scores, group_candidates = self.encode_with_saliency(group)
@@ -242,21 +243,22 @@ class SaliencyPruning:
         laid out as them (raw [CLS] attention), and the host rows that may be picked (None:
         all)."""
         image_input = self._parse_and_validate_image_input(**kwargs)
-        captured = []
-        hook = self.saliency_layer().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        captured = []  # the feature layer's q/k/v projection, as its attention computed it
+        hook = self.saliency_layer().self_attn.qkv_proj.register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         try:
             embeddings = self._process_image_input(image_input)  # per image: the LLM's image embeddings
         finally:
             hook.remove()
         if len(captured) != 1:  # e.g. a release that compiles the tower and skips module hooks
-            raise RuntimeError(f"idselect: the vision tower's feature layer ran {len(captured)} times for one "
-                               "batch of images (expected once); this vLLM release differs from the verified ones")
+            raise RuntimeError(f"idselect: the vision tower's feature layer projected q/k/v {len(captured)} times for "
+                               "one batch of images (expected once); this vLLM release differs from the verified ones")
         with torch.no_grad():
             attention = self.cls_attention(captured[0])
             scores, candidates = self.image_saliency(image_input, attention)
         return embeddings, scores, candidates
 
-    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[np.ndarray]]]:
+    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[Rows]]]:
         """Per image, the saliency of each of its tokens, laid out as its embeddings, and its
         candidate rows on the host (None: all rows)."""
         return list(attention), [None] * attention.shape[0]
@@ -277,7 +279,7 @@ class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForCon
 
     model_types = ("llava_next",)
 
-    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[np.ndarray]]]:
+    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[Rows]]]:
         # The crops of each image, as _process_image_pixels groups them, laid out by vLLM's own
         # anyres merge, run on the host on the crop tokens' indices (``anyres_layout``): one
         # gather puts every image's saliency in its embeddings' layout; newline rows are never
