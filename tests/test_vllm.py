@@ -313,13 +313,34 @@ def test_one_selection_per_encoder_step_without_sync(folder, engine, monkeypatch
         fields.append(values)
         return real_host(values, count)
 
+    same_qkv = []
+    real_encode = llava.SaliencyPruning.encode_with_saliency
+
+    def encode(self, kwargs):
+        # The saliency reads the q/k/v the feature layer computed; projecting its input again
+        # (the path before) gives the same bits.
+        layer, seen = self.saliency_layer(), {}
+        hooks = [layer.register_forward_pre_hook(lambda module, args: seen.update(input=args[0])),
+                 layer.self_attn.qkv_proj.register_forward_hook(lambda module, args, out: seen.update(qkv=out[0]))]
+        try:
+            out = real_encode(self, kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        with torch.no_grad():
+            again, _ = layer.self_attn.qkv_proj(layer.layer_norm1(seen["input"]))
+        same_qkv.append(torch.equal(again, seen["qkv"]))
+        return out
+
     monkeypatch.setattr(llava, "kept_embeddings", counted)
     monkeypatch.setattr(llava, "host_values", host)
+    monkeypatch.setattr(llava.SaliencyPruning, "encode_with_saliency", encode)
     keeps = [1, 3, 5, 3, 100, 5, 33, 2]
     requests = [request(["describe"], images_of(1, 300 + i), idselect_keep=k) for i, k in enumerate(keeps)]
     outputs = engine.generate(requests, greedy(), use_tqdm=False)
     assert len(outputs) == len(keeps)
     assert calls and max(n for n, _, _ in calls) >= 4, [(n, k) for n, k, _ in calls]  # several images in a step
+    assert same_qkv and all(same_qkv), same_qkv
     for n, _, counts in calls:
         assert counts.syncs == 0, (n, dict(counts.sync_ops))
     for values in fields:  # vLLM keeps them on the host (keep_on_cpu=True): reading them is no device sync
