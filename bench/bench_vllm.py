@@ -85,16 +85,19 @@ def measure(llm, prompt, args, keep, image_size, after_warmup=None):
 
 
 class EncoderStepTimer:
-    """Times, inside an in-process engine, each encoder step's ``embed_multimodal`` and the part
-    of it that is idselect's importance and selection (the model class's ``cls_attention`` and
-    ``image_saliency``, and ``kept_embeddings``), by wrapping them; ``remove`` restores them."""
+    """Times, inside an in-process engine, each encoder step's ``embed_multimodal`` and the parts
+    of it that are idselect's importance (the model class's ``cls_attention`` and
+    ``image_saliency``) and selection (``kept_embeddings``), by wrapping them; ``remove``
+    restores them. ``steps``: per step (importance s, selection s, whole step s)."""
+
+    PARTS = {"cls_attention": 0, "image_saliency": 0, "kept_embeddings": 1}
 
     def __init__(self, cls):
         import torch
 
         from idselect.vllm import llava
 
-        self.steps, self.inner, self.saved = [], 0.0, []
+        self.steps, self.inner, self.saved = [], [0.0, 0.0], []
         cuda = torch.cuda.is_available()
 
         def now():
@@ -102,25 +105,24 @@ class EncoderStepTimer:
                 torch.cuda.synchronize()
             return time.perf_counter()
 
-        def timed(fn, outer):
+        def timed(fn, name):
             def wrapper(*a, **kw):
                 start = now()
                 try:
                     return fn(*a, **kw)
                 finally:
                     spent = now() - start
-                    if outer:
-                        self.steps.append((self.inner, spent))
-                        self.inner = 0.0
+                    if name == "embed_multimodal":
+                        self.steps.append((self.inner[0], self.inner[1], spent))
+                        self.inner = [0.0, 0.0]
                     else:
-                        self.inner += spent
+                        self.inner[self.PARTS[name]] += spent
             return wrapper
 
-        for owner, name, outer in [(cls, "embed_multimodal", True), (cls, "cls_attention", False),
-                                   (cls, "image_saliency", False), (llava, "kept_embeddings", False)]:
+        for owner, name in [(cls, "embed_multimodal"), (cls, "cls_attention"), (cls, "image_saliency"),
+                            (llava, "kept_embeddings")]:
             self.saved.append((owner, name, owner.__dict__.get(name)))
-            setattr(owner, name, timed(getattr(owner, name), outer))
-        self.inner = 0.0
+            setattr(owner, name, timed(getattr(owner, name), name))
 
     def remove(self):
         for owner, name, value in reversed(self.saved):
@@ -133,7 +135,6 @@ class EncoderStepTimer:
 def measure_share(path, prompt, args, keeps, image_size):
     """Per keep: the selection's share of an encoder step (``EncoderStepTimer``), over the same
     rounds as ``measure`` (fresh images), on an in-process engine."""
-    from idselect.tools import benchmark
     from idselect.vllm import engine_overrides, llava
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts
@@ -146,13 +147,15 @@ def measure_share(path, prompt, args, keeps, image_size):
         finally:
             timer.remove()
         steps = timer.steps
-        share = benchmark.summarize([inner / total for inner, total in steps])
-        select_ms = benchmark.summarize([1000 * inner for inner, _ in steps])
-        step_ms = benchmark.summarize([1000 * total for _, total in steps])
-        shares[keep] = {"select_share": share["median_ms"], "select_share_p10": share["p10_ms"],
-                        "select_share_p90": share["p90_ms"], "select_ms": select_ms["median_ms"],
-                        "select_ms_p10": select_ms["p10_ms"], "select_ms_p90": select_ms["p90_ms"],
-                        "encoder_step_ms": step_ms["median_ms"], "encoder_steps": len(steps)}
+        row = {"encoder_steps": len(steps)}
+        for key, values in [("select_share", [(a + b) / t for a, b, t in steps]),
+                            ("importance_share", [a / t for a, _, t in steps]),
+                            ("selection_share", [b / t for _, b, t in steps]),
+                            ("select_ms", [1000 * (a + b) for a, b, _ in steps]),
+                            ("encoder_step_ms", [1000 * t for _, _, t in steps])]:
+            p10, median, p90 = np.percentile(values, [10, 50, 90])  # within the observed range
+            row.update({key: float(median), key + "_p10": float(p10), key + "_p90": float(p90)})
+        shares[keep] = row
     del llm
     return shares
 
@@ -183,6 +186,7 @@ def main(argv=None) -> int:
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the selection's share of an encoder step (an in-process pass)")
+    parser.add_argument("--share-only", action="store_true", help="only the share pass (no throughput rows)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vllm_cpu.json"))
     args = parser.parse_args(argv)
     if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
@@ -203,6 +207,13 @@ def main(argv=None) -> int:
 
             path, prompt, image_size = tmp, SYNTHETIC_PROMPT, SHAPES["bench"]["image_size"]
             save_tiny_llava(path, seed=0, shape="bench")
+        if args.share_only:
+            shares = measure_share(path, prompt, args, args.keeps, image_size)
+            print(json.dumps(shares, indent=1))
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump({"shares": shares, "argv": sys.argv[1:]}, f, indent=1)
+            return 0
         rows = []
         llm = engine(path, args)
         rows.append(dict(measure(llm, prompt, args, None, image_size), variant="unpruned"))
@@ -239,7 +250,8 @@ def main(argv=None) -> int:
         for r in rows[1:]:
             print(f"  keep {r['keep']:>4}: {100 * r['select_share']:5.1f}% ({100 * r['select_share_p10']:.1f}-"
                   f"{100 * r['select_share_p90']:.1f}%), {r['select_ms']:.2f} ms ({r['select_ms_p10']:.2f}-"
-                  f"{r['select_ms_p90']:.2f}) of a {r['encoder_step_ms']:.1f} ms step, {r['encoder_steps']} steps")
+                  f"{r['select_ms_p90']:.2f}) of a {r['encoder_step_ms']:.1f} ms step ({r['encoder_steps']} steps; "
+                  f"importance {100 * r['importance_share']:.1f}%, selection {100 * r['selection_share']:.1f}%)")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
