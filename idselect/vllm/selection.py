@@ -45,7 +45,9 @@ def kept_rows(features: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], 
     Candidates are taken in ascending order (duplicates or rows outside [0, T_i) are refused),
     so ties in the selection go to the smaller row. No host synchronisation; the number of
     kernels depends on the number of distinct (keep, gamma) among the pruned images, not on
-    the number of images.
+    the number of images. Host data may be lists, ranges or NumPy arrays; CPU tensors work too
+    (``idselect.testing.counting`` counts reading them as host reads, which on the CPU they are
+    not); a tensor on another device is refused (reading it would synchronise).
     """
     return _Step(features, scores, keeps, gammas, candidates).rows()
 
