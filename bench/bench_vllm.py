@@ -172,6 +172,14 @@ def engine(path, args, overrides=None):
     return vllm.LLM(path, **kwargs)
 
 
+def run_meta(args, torch, vllm, benchmark) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
+            "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
+            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
+            "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a llava-hf checkpoint (path or Hub id); default: the synthetic bench shape")
@@ -187,8 +195,11 @@ def main(argv=None) -> int:
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the selection's share of an encoder step (an in-process pass)")
     parser.add_argument("--share-only", action="store_true", help="only the share pass (no throughput rows)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vllm_cpu.json"))
+    parser.add_argument("--out", help="default: bench/results/vllm_cpu.json (--share-only: vllm_cpu_share.json)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                "vllm_cpu_share.json" if args.share_only else "vllm_cpu.json")
     if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
         parser.error(f"--requests, --repeats, --new-tokens and --keeps must be >= 1, got {args.requests}, "
                      f"{args.repeats}, {args.new_tokens}, {args.keeps}")
@@ -208,11 +219,14 @@ def main(argv=None) -> int:
             path, prompt, image_size = tmp, SYNTHETIC_PROMPT, SHAPES["bench"]["image_size"]
             save_tiny_llava(path, seed=0, shape="bench")
         if args.share_only:
+            load = os.getloadavg()[0]
             shares = measure_share(path, prompt, args, args.keeps, image_size)
-            print(json.dumps(shares, indent=1))
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump({"shares": shares, "argv": sys.argv[1:]}, f, indent=1)
+            meta = run_meta(args, torch, vllm, benchmark)
+            meta["loadavg_1min"] = [load, os.getloadavg()[0]]  # before and after: a shared machine's load
+            print(json.dumps({"meta": meta, "shares": shares}, indent=1))
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump({"meta": meta, "shares": shares}, f, indent=1)
             return 0
         rows = []
         llm = engine(path, args)
@@ -230,11 +244,7 @@ def main(argv=None) -> int:
     for row in rows:
         row["throughput_vs_unpruned"] = row["requests_per_s"] / base["requests_per_s"]
         row["ttft_vs_unpruned"] = base["ttft_ms"] / row["ttft_ms"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    meta = {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
-            "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
-            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
-            "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
+    meta = run_meta(args, torch, vllm, benchmark)
     print(f"{meta['device']} ({meta['cpu_isa']}), torch {meta['torch']}, vLLM {meta['vllm']}, commit {meta['commit']}")
     print(f"{args.requests} concurrent requests, {args.new_tokens} new tokens, medians of {args.repeats} (p10-p90)")
     print(f"{'variant':>9} {'keep':>5} {'prompt tok':>10} {'req/s':>22} {'tok/s':>24} {'TTFT ms':>26} {'thrpt x':>8} {'TTFT x':>7}")
