@@ -8,7 +8,15 @@ same N requests (fresh random images every round, prefix caching off, so no roun
 another's work); medians with p10 / p90 of
 
 - throughput: requests/s and generated tokens/s of a round (``--new-tokens`` each);
-- TTFT: each request's time to its first token (vLLM's per-request metrics), median per round.
+- TTFT: each request's time to its first token (vLLM's per-request metrics), median per round;
+- for ID-Selection, the selection's share of an encoder step: per ``embed_multimodal`` call (one
+  encoder step), the time in idselect's importance and selection (the [CLS] attention, the
+  saliency layout and ``selection.kept_embeddings``: min-max, the op, the gathers) over the
+  call's whole time (tower, projector and all). Measured in a separate pass after the
+  throughput rounds, on an in-process engine (the engine's own process cannot be timed from
+  here), with the same rounds of fresh images; medians over encoder steps with p10 / p90.
+  On a GPU each timed part synchronises the device first and last (it distorts that pass,
+  not the throughput rounds).
 
 Without ``--model`` the model is LLaVA-1.5's layout at CPU-sized widths (576 visual tokens:
 336 px images, 14 px patches; CLIP 256 wide x 4 layers, Llama 512 wide x 4 layers; random
@@ -41,8 +49,9 @@ def images(count, seed, size):
     return [Image.fromarray((rng.rand(size, size, 3) * 255).astype("uint8")) for _ in range(count)]
 
 
-def measure(llm, prompt, args, keep, image_size):
-    """Rounds of args.requests concurrent requests; returns the row of one (engine, keep)."""
+def measure(llm, prompt, args, keep, image_size, after_warmup=None):
+    """Rounds of args.requests concurrent requests; returns the row of one (engine, keep).
+    ``after_warmup`` is called once, before the first measured round."""
     import vllm
 
     from idselect.tools import benchmark
@@ -50,6 +59,8 @@ def measure(llm, prompt, args, keep, image_size):
     params = vllm.SamplingParams(temperature=0.0, max_tokens=args.new_tokens, ignore_eos=True)
     rounds = []
     for r in range(args.warmup + args.repeats):
+        if r == args.warmup and after_warmup is not None:
+            after_warmup()
         batch = []
         for img in images(args.requests, seed=1000 * r + (keep or 0), size=image_size):
             req = {"prompt": prompt, "multi_modal_data": {"image": img}}
@@ -73,6 +84,82 @@ def measure(llm, prompt, args, keep, image_size):
     return row
 
 
+class EncoderStepTimer:
+    """Times, inside an in-process engine, each encoder step's ``embed_multimodal`` and the parts
+    of it that are idselect's importance (the model class's ``cls_attention`` and
+    ``image_saliency``) and selection (``kept_embeddings``), by wrapping them; ``remove``
+    restores them. ``steps``: per step (importance s, selection s, whole step s)."""
+
+    PARTS = {"cls_attention": 0, "image_saliency": 0, "kept_embeddings": 1}
+
+    def __init__(self, cls):
+        import torch
+
+        from idselect.vllm import llava
+
+        self.steps, self.inner, self.saved = [], [0.0, 0.0], []
+        cuda = torch.cuda.is_available()
+
+        def now():
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def timed(fn, name):
+            def wrapper(*a, **kw):
+                start = now()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    spent = now() - start
+                    if name == "embed_multimodal":
+                        self.steps.append((self.inner[0], self.inner[1], spent))
+                        self.inner = [0.0, 0.0]
+                    else:
+                        self.inner[self.PARTS[name]] += spent
+            return wrapper
+
+        for owner, name in [(cls, "embed_multimodal"), (cls, "cls_attention"), (cls, "image_saliency"),
+                            (llava, "kept_embeddings")]:
+            self.saved.append((owner, name, owner.__dict__.get(name)))
+            setattr(owner, name, timed(getattr(owner, name), name))
+
+    def remove(self):
+        for owner, name, value in reversed(self.saved):
+            if value is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+def measure_share(path, prompt, args, keeps, image_size):
+    """Per keep: the selection's share of an encoder step (``EncoderStepTimer``), over the same
+    rounds as ``measure`` (fresh images), on an in-process engine."""
+    from idselect.vllm import engine_overrides, llava
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts
+    llm = engine(path, args, engine_overrides("llava", keep=max(keeps)))
+    shares = {}
+    for keep in keeps:
+        timer = EncoderStepTimer(llava.IdSelectLlavaForConditionalGeneration)
+        try:
+            measure(llm, prompt, args, keep, image_size, after_warmup=timer.steps.clear)
+        finally:
+            timer.remove()
+        steps = timer.steps
+        row = {"encoder_steps": len(steps)}
+        for key, values in [("select_share", [(a + b) / t for a, b, t in steps]),
+                            ("importance_share", [a / t for a, _, t in steps]),
+                            ("selection_share", [b / t for _, b, t in steps]),
+                            ("select_ms", [1000 * (a + b) for a, b, _ in steps]),
+                            ("encoder_step_ms", [1000 * t for _, _, t in steps])]:
+            p10, median, p90 = np.percentile(values, [10, 50, 90])  # within the observed range
+            row.update({key: float(median), key + "_p10": float(p10), key + "_p90": float(p90)})
+        shares[keep] = row
+    del llm
+    return shares
+
+
 def engine(path, args, overrides=None):
     import vllm
 
@@ -83,6 +170,14 @@ def engine(path, args, overrides=None):
     if overrides:
         kwargs["hf_overrides"] = overrides
     return vllm.LLM(path, **kwargs)
+
+
+def run_meta(args, torch, vllm, benchmark) -> dict:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
+            "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
+            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
+            "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
 
 
 def main(argv=None) -> int:
@@ -97,8 +192,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--kv-cache-gib", type=float, default=0.5, help="0: vLLM's default")
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "vllm_cpu.json"))
+    parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the selection's share of an encoder step (an in-process pass)")
+    parser.add_argument("--share-only", action="store_true", help="only the share pass (no throughput rows)")
+    parser.add_argument("--out", help="default: bench/results/vllm_cpu.json (--share-only: vllm_cpu_share.json)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                "vllm_cpu_share.json" if args.share_only else "vllm_cpu.json")
     if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
         parser.error(f"--requests, --repeats, --new-tokens and --keeps must be >= 1, got {args.requests}, "
                      f"{args.repeats}, {args.new_tokens}, {args.keeps}")
@@ -117,6 +218,16 @@ def main(argv=None) -> int:
 
             path, prompt, image_size = tmp, SYNTHETIC_PROMPT, SHAPES["bench"]["image_size"]
             save_tiny_llava(path, seed=0, shape="bench")
+        if args.share_only:
+            load = os.getloadavg()[0]
+            shares = measure_share(path, prompt, args, args.keeps, image_size)
+            meta = run_meta(args, torch, vllm, benchmark)
+            meta["loadavg_1min"] = [load, os.getloadavg()[0]]  # before and after: a shared machine's load
+            print(json.dumps({"meta": meta, "shares": shares}, indent=1))
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump({"meta": meta, "shares": shares}, f, indent=1)
+            return 0
         rows = []
         llm = engine(path, args)
         rows.append(dict(measure(llm, prompt, args, None, image_size), variant="unpruned"))
@@ -125,15 +236,15 @@ def main(argv=None) -> int:
         for keep in args.keeps:
             rows.append(dict(measure(llm, prompt, args, keep, image_size), variant="id"))
         del llm
+        if args.share:
+            shares = measure_share(path, prompt, args, args.keeps, image_size)
+            for row in rows[1:]:
+                row.update(shares[row["keep"]])
     base = rows[0]
     for row in rows:
         row["throughput_vs_unpruned"] = row["requests_per_s"] / base["requests_per_s"]
         row["ttft_vs_unpruned"] = base["ttft_ms"] / row["ttft_ms"]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    meta = {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
-            "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
-            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
-            "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
+    meta = run_meta(args, torch, vllm, benchmark)
     print(f"{meta['device']} ({meta['cpu_isa']}), torch {meta['torch']}, vLLM {meta['vllm']}, commit {meta['commit']}")
     print(f"{args.requests} concurrent requests, {args.new_tokens} new tokens, medians of {args.repeats} (p10-p90)")
     print(f"{'variant':>9} {'keep':>5} {'prompt tok':>10} {'req/s':>22} {'tok/s':>24} {'TTFT ms':>26} {'thrpt x':>8} {'TTFT x':>7}")
@@ -143,6 +254,14 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:8.1f} ({r['tokens_per_s_p10']:.1f}-{r['tokens_per_s_p90']:.1f}) "
               f"{r['ttft_ms']:8.1f} ({r['ttft_ms_p10']:.1f}-{r['ttft_ms_p90']:.1f}) "
               f"{r['throughput_vs_unpruned']:7.2f}x {r['ttft_vs_unpruned']:6.2f}x")
+    if args.share and len(rows) > 1:
+        print("selection's share of an encoder step (idselect's importance + selection / embed_multimodal), "
+              "medians over encoder steps (p10-p90):")
+        for r in rows[1:]:
+            print(f"  keep {r['keep']:>4}: {100 * r['select_share']:5.1f}% ({100 * r['select_share_p10']:.1f}-"
+                  f"{100 * r['select_share_p90']:.1f}%), {r['select_ms']:.2f} ms ({r['select_ms_p10']:.2f}-"
+                  f"{r['select_ms_p90']:.2f}) of a {r['encoder_step_ms']:.1f} ms step ({r['encoder_steps']} steps; "
+                  f"importance {100 * r['importance_share']:.1f}%, selection {100 * r['selection_share']:.1f}%)")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)

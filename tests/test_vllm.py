@@ -262,6 +262,96 @@ def test_crop_groups():
     assert crop_groups(anyres, 100) == [(0, 5)]
 
 
+def test_anyres_layout_is_vllms_merge(folder):
+    """LLaVA-NeXT's saliency layout, planned on the host (anyres_layout), is what vLLM's own
+    merge gives on the crops' attention with a newline of -1 (the per-image path it replaces):
+    the same values at the same rows, and the newlines are exactly the non-candidates."""
+    from types import SimpleNamespace
+
+    from vllm.model_executor.models.llava_next import LlavaNextForConditionalGeneration, get_anyres_image_grid_shape
+
+    from idselect.vllm.llava import anyres_layout
+
+    if folder[3] != "llava_next":
+        pytest.skip("LLaVA-NeXT only")
+    config = folder[1].config
+    side, patch = config.vision_config.image_size, config.vision_config.patch_size
+    tokens = (side // patch) ** 2
+    gen = torch.Generator().manual_seed(0)
+    merge = LlavaNextForConditionalGeneration._merge_image_patch_embeddings
+    checked = 0
+    for height, width in [(side, side), (30, 50), (50, 30), (17, 90), (90, 17), (2 * side, side), (side, 3 * side),
+                          (61, 61), (1, 200)]:
+        rows, cols = get_anyres_image_grid_shape((height, width), config.image_grid_pinpoints, side)
+        for crops in (rows * cols + 1, rows * cols + 3):  # padded crops too (a batched tensor of images)
+            attention = torch.rand(crops, tokens, generator=gen)
+            layout = SimpleNamespace(config=config, image_newline=attention.new_full((1,), -1.0))
+            old = merge(layout, torch.tensor([height, width]), attention[..., None], strategy="spatial_unpad")[:, 0]
+            source, candidates = anyres_layout(config, height, width, crops, tokens)
+            assert source.shape == (old.shape[0],)
+            assert candidates.tolist() == torch.nonzero(old >= 0).squeeze(1).tolist()
+            assert torch.equal(attention.reshape(-1)[torch.from_numpy(source.copy())][candidates], old[candidates])
+            checked += int(candidates.size < source.size)
+    assert checked >= 10  # images with newlines
+
+
+def test_one_selection_per_encoder_step_without_sync(folder, engine, monkeypatch):
+    """Under the engine: the keep / gamma fields reach embed_multimodal on the host, and an
+    encoder step's images go through one selection (kept_embeddings) that issues no host
+    synchronisation (idselect.testing.counting) with several images and budgets in it."""
+    from idselect.testing.counting import count_ops
+    from idselect.vllm import llava
+
+    calls, fields = [], []
+    real_kept, real_host = llava.kept_embeddings, llava.host_values
+
+    def counted(features, scores, keeps, gammas, candidates):
+        with count_ops() as counts:
+            out = real_kept(features, scores, keeps, gammas, candidates)
+        calls.append((len(features), sorted(set(keeps)), counts))
+        return out
+
+    def host(values, count):
+        fields.append(values)
+        return real_host(values, count)
+
+    same_qkv = []
+    real_encode = llava.SaliencyPruning.encode_with_saliency
+
+    def encode(self, kwargs):
+        # The saliency reads the q/k/v the feature layer computed; projecting its input again
+        # (the path before) gives the same bits.
+        layer, seen = self.saliency_layer(), {}
+        hooks = [layer.register_forward_pre_hook(lambda module, args: seen.update(input=args[0])),
+                 layer.self_attn.qkv_proj.register_forward_hook(lambda module, args, out: seen.update(qkv=out[0]))]
+        try:
+            out = real_encode(self, kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        with torch.no_grad():
+            again, _ = layer.self_attn.qkv_proj(layer.layer_norm1(seen["input"]))
+        same_qkv.append(torch.equal(again, seen["qkv"]))
+        return out
+
+    monkeypatch.setattr(llava, "kept_embeddings", counted)
+    monkeypatch.setattr(llava, "host_values", host)
+    monkeypatch.setattr(llava.SaliencyPruning, "encode_with_saliency", encode)
+    keeps = [1, 3, 5, 3, 100, 5, 33, 2]
+    requests = [request(["describe"], images_of(1, 300 + i), idselect_keep=k) for i, k in enumerate(keeps)]
+    outputs = engine.generate(requests, greedy(), use_tqdm=False)
+    assert len(outputs) == len(keeps)
+    assert calls and max(n for n, _, _ in calls) >= 4, [(n, k) for n, k, _ in calls]  # several images in a step
+    assert same_qkv and all(same_qkv), same_qkv
+    for n, _, counts in calls:
+        assert counts.syncs == 0, (n, dict(counts.sync_ops))
+    for values in fields:  # vLLM keeps them on the host (keep_on_cpu=True): reading them is no device sync
+        tensors = [values] if isinstance(values, torch.Tensor) else list(values)
+        assert all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors), values
+    for (words, imgs, k), out in zip([(["describe"], images_of(1, 300 + i), k) for i, k in enumerate(keeps)], outputs):
+        assert list(out.outputs[0].token_ids) == hooks_tokens(folder, words, imgs, k), k
+
+
 def test_vllm_version_policy(monkeypatch):
     idv.check_vllm_version("0.32.0")
     idv.check_vllm_version("0.32.0+cpu")

@@ -4,18 +4,22 @@ ID-Selection, as vLLM architectures.
 Per image, as ``idselect.patch(model, keep=k, importance="saliency")`` does with transformers
 (docs/hooks.md): [CLS] attention in the vision layer whose output the model uses, averaged over
 heads, min-max normalised over the image's candidate tokens, is the importance;
-``idselect.select`` picks ``min(k, candidates)`` of the image's projected features (the LLM's
-input embeddings), which go to the LLM in their original order. An image whose tokens all fit
-in ``k`` is left whole. LLaVA-NeXT: each crop's saliency comes from its own [CLS], laid out by
-vLLM's own anyres merge; newline tokens are never candidates and are dropped from a pruned
-image. The processor gives each image as many placeholders as tokens it keeps, so positions
-are those of a hand-pruned prompt.
+ID-Selection picks ``min(k, candidates)`` of the image's projected features (the LLM's input
+embeddings), which go to the LLM in their original order. An image whose tokens all fit in ``k``
+is left whole. The images of an encoder step go through the tower in groups, then through one
+batched selection (``selection.kept_embeddings``: no host synchronisation, one op call per
+distinct budget). LLaVA-NeXT: each crop's saliency comes from its own [CLS], laid out by vLLM's
+own anyres merge (run on the host on token indices, ``anyres_layout``); newline tokens are never
+candidates and are dropped from a pruned image. The processor gives each image as many
+placeholders as tokens it keeps, so positions are those of a hand-pruned prompt.
 """
 from __future__ import annotations
 
+import functools
 import types
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from vllm.model_executor.models.llava import (
     LlavaDummyInputsBuilder,
@@ -34,10 +38,10 @@ from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
 from vllm.multimodal.processing import PromptReplacement
 
-from .. import importance as imp
-from ..api import select as id_select
 from . import GAMMA, KEEP, check_vllm_version, engine_settings, refuse_engine_mm_kwargs, request_settings
+from .selection import kept_embeddings, upload
 
+Rows = np.ndarray  # host row indices
 STRATEGIES = ("default", "full")  # LLaVA's vision_feature_select_strategy values
 EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned (the saliency needs the vision tower's "
                       "attention); pass images")
@@ -172,8 +176,8 @@ class IdSelectLlavaNextMultiModalProcessor(BudgetedProcessor, LlavaNextMultiModa
 # -- models ------------------------------------------------------------------------------------
 
 class SaliencyPruning:
-    """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's input
-    captured, and prunes each image's embeddings to its budget."""
+    """Mixed into a LLaVA-family vLLM model: runs the image path with the feature layer's q/k/v
+    projection captured, and prunes each image's embeddings to its budget."""
 
     model_types: Sequence[str] = ()  # the model_type values the architecture serves
 
@@ -186,13 +190,13 @@ class SaliencyPruning:
         # vLLM builds the tower only up to the feature layer: its last layer produces the features.
         return self.vision_tower.vision_model.encoder.layers[-1]
 
-    def cls_attention(self, layer_input: torch.Tensor) -> torch.Tensor:
+    def cls_attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """[crops, T] attention of [CLS] in the feature layer, averaged over all heads (with
-        the 'default' strategy, without [CLS] itself). Under tensor parallelism each rank holds
-        some heads: the sum is reduced across ranks so that every rank keeps the same tokens."""
-        layer = self.saliency_layer()
-        attn = layer.self_attn
-        qkv, _ = attn.qkv_proj(layer.layer_norm1(layer_input))
+        the 'default' strategy, without [CLS] itself), from the layer's own fused q/k/v
+        projection output ``qkv`` (captured as the tower ran: nothing is projected again).
+        Under tensor parallelism each rank holds some heads: the sum is reduced across ranks
+        so that every rank keeps the same tokens."""
+        attn = self.saliency_layer().self_attn
         q, k, _ = qkv.chunk(3, dim=-1)
         heads, width = attn.num_heads_per_partition, attn.head_dim
         q = q[:, :1].unflatten(-1, (heads, width)).transpose(1, 2).float()  # [I, h, 1, d]
@@ -216,6 +220,9 @@ class SaliencyPruning:
         return max(1, self.encoder_budget_tokens // crop_tokens)
 
     def embed_multimodal(self, **kwargs: object):
+        """The step's images through the tower in groups (``crops_per_encoder_call``), then one
+        selection for all of them (``selection.kept_embeddings``: no host synchronisation, a
+        number of kernels that does not grow with the images)."""
         keeps, gammas = kwargs.pop(KEEP, None), kwargs.pop(GAMMA, None)
         if kwargs.get("image_embeds") is not None:
             raise ValueError(EMBEDDINGS_REFUSED)
@@ -223,35 +230,45 @@ class SaliencyPruning:
         if pixel_values is None:
             return []
         count = len(pixel_values)
-        keeps, gammas = as_list(keeps, count), as_list(gammas, count)
-        out: List[torch.Tensor] = []
+        keeps, gammas = host_values(keeps, count, int), host_values(gammas, count, float)
+        embeddings: List[torch.Tensor] = []
+        scores: List[torch.Tensor] = []
+        candidates: List[Optional[Rows]] = []
         for start, end in crop_groups(pixel_values, self.crops_per_encoder_call()):
             group = {name: value[start:end] if value is not None else None for name, value in kwargs.items()}
-            embeddings, saliency = self.encode_with_saliency(group)
-            out += [prune_image(embeddings[j], saliency[j], int(keeps[start + j]), float(gammas[start + j]))
-                    for j in range(end - start)]
-        return out
+            group_embeddings, group_scores, group_candidates = self.encode_with_saliency(group)
+            embeddings += list(group_embeddings)
+            scores += group_scores
+            candidates += group_candidates
+        if len(embeddings) != count or any(e.shape[0] != s.shape[0] for e, s in zip(embeddings, scores)):
+            raise RuntimeError(f"idselect: saliency for {[s.shape[0] for s in scores]} tokens, embeddings for "
+                               f"{[e.shape[0] for e in embeddings]} ({count} images)")
+        return kept_embeddings(embeddings, scores, [int(k) for k in keeps], [float(g) for g in gammas], candidates)
 
     def encode_with_saliency(self, kwargs):
-        """The model's own image path on some images, and each image's saliency."""
+        """The model's own image path on some images: per image its embeddings, its saliency
+        laid out as them (raw [CLS] attention), and the host rows that may be picked (None:
+        all)."""
         image_input = self._parse_and_validate_image_input(**kwargs)
-        captured = []
-        hook = self.saliency_layer().register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        captured = []  # the feature layer's q/k/v projection, as its attention computed it
+        hook = self.saliency_layer().self_attn.qkv_proj.register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
         try:
             embeddings = self._process_image_input(image_input)  # per image: the LLM's image embeddings
         finally:
             hook.remove()
         if len(captured) != 1:  # e.g. a release that compiles the tower and skips module hooks
-            raise RuntimeError(f"idselect: the vision tower's feature layer ran {len(captured)} times for one "
-                               "batch of images (expected once); this vLLM release differs from the verified ones")
+            raise RuntimeError(f"idselect: the vision tower's feature layer projected q/k/v {len(captured)} times for "
+                               "one batch of images (expected once); this vLLM release differs from the verified ones")
         with torch.no_grad():
             attention = self.cls_attention(captured[0])
-            return embeddings, self.image_saliency(image_input, attention)
+            scores, candidates = self.image_saliency(image_input, attention)
+        return embeddings, scores, candidates
 
-    def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
-        """Per image, the saliency of each of its tokens, laid out as its embeddings; -1 marks
-        tokens that are never candidates."""
-        return list(attention)
+    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[Rows]]]:
+        """Per image, the saliency of each of its tokens, laid out as its embeddings, and its
+        candidate rows on the host (None: all rows)."""
+        return list(attention), [None] * attention.shape[0]
 
 
 @MULTIMODAL_REGISTRY.register_processor(IdSelectLlavaMultiModalProcessor, info=IdSelectLlavaProcessingInfo,
@@ -269,22 +286,59 @@ class IdSelectLlavaNextForConditionalGeneration(SaliencyPruning, LlavaNextForCon
 
     model_types = ("llava_next",)
 
-    def image_saliency(self, image_input, attention: torch.Tensor) -> List[torch.Tensor]:
-        # The crops of each image, as _process_image_pixels groups them, then vLLM's own anyres
-        # merge with a newline of -1 (attention probabilities are >= 0).
+    def image_saliency(self, image_input, attention: torch.Tensor) -> Tuple[List[torch.Tensor], List[Optional[Rows]]]:
+        # The crops of each image, as _process_image_pixels groups them, laid out by vLLM's own
+        # anyres merge, run on the host on the crop tokens' indices (``anyres_layout``): one
+        # gather puts every image's saliency in its embeddings' layout; newline rows are never
+        # candidates (their score there is a placeholder, never read).
         pixel_values = image_input["pixel_values"]
+        tokens = attention.shape[1]
         if isinstance(pixel_values, torch.Tensor):
-            per_image = attention.view(pixel_values.shape[0], pixel_values.shape[1], -1)
+            crops = [pixel_values.shape[1]] * pixel_values.shape[0]
         else:
-            per_image = torch.split(attention, [v.shape[0] for v in pixel_values])
+            crops = [v.shape[0] for v in pixel_values]
         image_sizes = image_input.get("image_sizes")
         if image_sizes is None:
             side = self.config.vision_config.image_size
-            image_sizes = torch.as_tensor([[side, side]] * len(per_image))
-        layout = types.SimpleNamespace(config=self.config, image_newline=attention.new_full((1,), -1.0))
-        merge = LlavaNextForConditionalGeneration._merge_image_patch_embeddings
-        return [merge(layout, image_sizes[i], crops[..., None], strategy="spatial_unpad")[:, 0]
-                for i, crops in enumerate(per_image)]
+            sizes = [(side, side)] * len(crops)
+        else:  # a host tensor (vLLM's field has keep_on_cpu=True, as vLLM's own merge reads it there)
+            sizes = [tuple(int(v) for v in size) for size in
+                     (image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else image_sizes)]
+        layouts, sources, offset = [], [], 0
+        for (height, width), n in zip(sizes, crops):
+            source, candidates = anyres_layout(self.config, height, width, n, tokens)
+            layouts.append((source.size, candidates))
+            sources.append(source + offset)
+            offset += n * tokens
+        index = upload([np.concatenate(sources)], attention.device)[0]
+        scores = attention.reshape(-1)[index].split([size for size, _ in layouts])
+        return list(scores), [candidates for _, candidates in layouts]
+
+
+@functools.lru_cache(maxsize=1024)
+def _anyres_layout(image_size: int, patch_size: int, pinpoints: tuple, height: int, width: int, crops: int,
+                   tokens: int) -> Tuple[np.ndarray, np.ndarray]:
+    vision = types.SimpleNamespace(image_size=image_size, patch_size=patch_size)
+    config = types.SimpleNamespace(vision_config=vision, image_grid_pinpoints=[list(p) for p in pinpoints])
+    layout = types.SimpleNamespace(config=config, image_newline=torch.full((1,), -1.0, dtype=torch.float64))
+    positions = torch.arange(crops * tokens, dtype=torch.float64).view(crops, tokens, 1)
+    merged = LlavaNextForConditionalGeneration._merge_image_patch_embeddings(
+        layout, torch.tensor([height, width]), positions, strategy="spatial_unpad")[:, 0]
+    source = merged.to(torch.int64).numpy()
+    candidates = np.flatnonzero(source >= 0)
+    source = np.where(source >= 0, source, 0)
+    source.flags.writeable = candidates.flags.writeable = False
+    return source, candidates
+
+
+def anyres_layout(config, height: int, width: int, crops: int, tokens: int) -> Tuple[np.ndarray, np.ndarray]:
+    """LLaVA-NeXT: for an image of this size with ``crops`` crops of ``tokens`` tokens, the
+    crop token each row of its embeddings comes from (an index into its crops' tokens,
+    flattened) and the rows that are image tokens (not newlines), laid out by vLLM's own
+    ``_merge_image_patch_embeddings`` run on the host on the tokens' indices. Cached per size."""
+    vision = config.vision_config
+    pinpoints = tuple(tuple(int(v) for v in p) for p in config.image_grid_pinpoints)
+    return _anyres_layout(vision.image_size, vision.patch_size, pinpoints, height, width, crops, tokens)
 
 
 def crop_groups(pixel_values, crops_per_call: int) -> List[tuple]:
@@ -301,29 +355,15 @@ def crop_groups(pixel_values, crops_per_call: int) -> List[tuple]:
     return groups
 
 
-def as_list(values, count: int) -> list:
-    """A batched per-image field (a tensor, or a list of 0-d tensors) as Python numbers."""
+def host_values(values, count: int, kind: type = float) -> list:
+    """A batched per-image option field (a tensor, or a list of 0-d tensors) as Python numbers of
+    ``kind``. The fields are kept on the host (``keep_on_cpu=True``), so this reads no device
+    memory."""
     if isinstance(values, torch.Tensor):
         values = values.reshape(-1).tolist()
     elif values is not None:
         values = [v.item() if isinstance(v, torch.Tensor) else v for v in values]
     if values is None or len(values) != count:
-        raise RuntimeError(f"idselect: {0 if values is None else len(values)} budgets for {count} images "
+        raise RuntimeError(f"idselect: {0 if values is None else len(values)} option values for {count} images "
                            "(the processor gives every image one)")
-    return values
-
-
-def prune_image(embeddings: torch.Tensor, saliency: torch.Tensor, keep: int, gamma: float) -> torch.Tensor:
-    """The rows of one image's embeddings it keeps, in their original order."""
-    tokens = embeddings.shape[0]
-    if saliency.shape[0] != tokens:
-        raise RuntimeError(f"idselect: saliency for {saliency.shape[0]} tokens, embeddings for {tokens}")
-    if keep >= tokens:
-        return embeddings
-    candidates = torch.nonzero(saliency >= 0).squeeze(1)
-    k = min(keep, candidates.numel())
-    if k == candidates.numel():
-        return embeddings[candidates]
-    scores = imp.minmax(saliency[candidates])
-    picked = id_select(embeddings[candidates].detach(), scores, k, gamma, validate=False).sort().values
-    return embeddings[candidates[picked]]
+    return [kind(v) for v in values]

@@ -54,7 +54,7 @@ from vllm.multimodal.processing import PromptReplacement
 
 from .. import importance as imp
 from . import GAMMA, KEEP, QUERY, check_vllm_version, engine_settings, refuse_engine_mm_kwargs
-from .llava import BudgetedProcessor, UnprunedTokenBudget
+from .llava import BudgetedProcessor, UnprunedTokenBudget, host_values
 from .selection import kept_rows
 
 #: Extra channels appended to each image's kept rows: their (t, h, w) M-RoPE offsets.
@@ -316,19 +316,6 @@ class IdSelectQwen3VLForConditionalGeneration(RelevancePruning, Qwen3VLForCondit
     budget before the LLM."""
 
     model_types = ("qwen3_vl",)
-
-
-def host_values(values, count: int, kind: type) -> list:
-    """A per-image option field (keep_on_cpu: a host tensor, or a list of 0-d host tensors) as
-    Python numbers; reading host tensors is no device sync."""
-    if isinstance(values, torch.Tensor):
-        values = values.reshape(-1).tolist()
-    elif values is not None:
-        values = [v.item() if isinstance(v, torch.Tensor) else v for v in values]
-    if values is None or len(values) != count:
-        raise RuntimeError(f"idselect: {0 if values is None else len(values)} option values for {count} images "
-                           "(the processor gives every image one)")
-    return [kind(v) for v in values]
 
 
 def group_by_size(tensors: Sequence[torch.Tensor]) -> Dict[int, List[int]]:
