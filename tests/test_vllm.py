@@ -311,9 +311,9 @@ def test_one_selection_per_encoder_step_without_sync(folder, engine, monkeypatch
         calls.append((len(features), sorted(set(keeps)), counts))
         return out
 
-    def host(values, count):
+    def host(values, count, kind):
         fields.append(values)
-        return real_host(values, count)
+        return real_host(values, count, kind)
 
     same_qkv = []
     real_encode = llava.SaliencyPruning.encode_with_saliency

@@ -112,6 +112,35 @@ def test_gamma_per_request(folder, engine):
         assert list(out.outputs[0].token_ids) == hooks_run(folder, ["describe"], [8], 5, gamma=g)[0], g
 
 
+def test_one_pass_per_encoder_step_without_sync(folder, engine, monkeypatch):
+    """Under the engine: an encoder step's images (several sizes and budgets) are pruned in one
+    pass (prune_step: relevance per run of equal-size images, one selection, one gather) that
+    issues no host synchronisation, and whose kernels do not grow with the number of images."""
+    from idselect.testing.counting import count_ops
+    from idselect.vllm import qwen
+
+    calls = []
+    real = qwen.RelevancePruning.prune_step
+
+    def counted(self, embeddings, grids, keeps, gammas, queries):
+        with count_ops() as counts:
+            out = real(self, embeddings, grids, keeps, gammas, queries)
+        calls.append((len(embeddings), len({tuple(g) for g in grids}), len(set(zip(keeps, gammas))), counts))
+        return out
+
+    monkeypatch.setattr(qwen.RelevancePruning, "prune_step", counted)
+    keeps = [1, 3, 5, 3, 100, 5, 9, 2]
+    requests = [request(["describe"], [300 + i], idselect_keep=k) for i, k in enumerate(keeps)]
+    engine.generate(requests, greedy(), use_tqdm=False)
+    for first, count in ((400, 6), (500, 2)):  # one size (seeds = 0 mod 4), one budget, new images
+        engine.generate([request(["describe"], [first + 4 * i], idselect_keep=3) for i in range(count)], greedy(),
+                        use_tqdm=False)
+    assert calls and max(n for n, _, _, _ in calls) >= 4, [c[:3] for c in calls]  # several images in a step
+    assert all(c.syncs == 0 for _, _, _, c in calls), [(n, dict(c.sync_ops)) for n, _, _, c in calls if c.syncs]
+    single = {n: c.kernels for n, sizes, groups, c in calls if sizes == 1 and groups == 1}
+    assert len(single) >= 2 and len(set(single.values())) == 1, single  # the same kernels for 2 or 6 images
+
+
 def test_the_last_prompt_token_is_the_query(folder, engine):
     """Relevance reads the prompt's last token: two prompts that differ only there score the
     same image differently (the oracle says so), and vLLM follows; the token is part of the

@@ -55,7 +55,7 @@ from vllm.multimodal.processing import PromptReplacement
 from .. import importance as imp
 from . import GAMMA, KEEP, QUERY, check_vllm_version, engine_settings, refuse_engine_mm_kwargs
 from .llava import BudgetedProcessor, UnprunedTokenBudget, host_values
-from .selection import kept_rows
+from .selection import joined, kept_embeddings
 
 #: Extra channels appended to each image's kept rows: their (t, h, w) M-RoPE offsets.
 POSITION_CHANNELS = 3
@@ -217,16 +217,23 @@ class RelevancePruning:
             return []
         embeddings = list(self._process_image_input(image_input))  # per image [T_i, D (+ DeepStack levels)]
         count = len(embeddings)
-        keeps, gammas = host_values(keeps, count, int), host_values(gammas, count, float)
-        queries = host_values(queries, count, int)
+        grids = image_input["image_grid_thw"].tolist()  # a host tensor (keep_on_cpu): no sync
+        return self.prune_step(embeddings, grids, host_values(keeps, count, int), host_values(gammas, count, float),
+                               host_values(queries, count, int))
+
+    def prune_step(self, embeddings: Sequence[torch.Tensor], grids: Sequence[Sequence[int]], keeps: Sequence[int],
+                   gammas: Sequence[float], queries: Sequence[int]) -> tuple:
+        """The images of one encoder step (host options), pruned in one pass: relevance per run
+        of equal-size images, one selection, one gather of the kept rows with their (t, h, w)
+        channels appended; no host synchronisation."""
         width = self.llm_input_width()
         features = [emb[:, :width] for emb in embeddings]  # what the LLM's layer 0 receives
-        kept = kept_rows(features, self.relevance(features, queries), keeps, gammas)
-        grids = image_input["image_grid_thw"].tolist()  # a host tensor (keep_on_cpu): no sync
+        device = embeddings[0].device
         positions = grid_positions(grids, self.config.vision_config.spatial_merge_size)
-        positions = positions.to(embeddings[0].device, non_blocking=True).split([e.shape[0] for e in embeddings])
-        return tuple(torch.cat([emb[rows], pos[rows].to(emb.dtype)], dim=1)
-                     for emb, pos, rows in zip(embeddings, positions, kept))
+        positions = positions.to(device, non_blocking=True)
+        rows = torch.cat([joined(embeddings), positions.to(embeddings[0].dtype)], dim=1)
+        rows = rows.split([emb.shape[0] for emb in embeddings])
+        return tuple(kept_embeddings(features, self.relevance(features, queries), keeps, gammas, rows_of=rows))
 
     def llm_input_width(self) -> int:
         """Channels of an image row that enter the LLM as its input embedding."""

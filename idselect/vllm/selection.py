@@ -53,11 +53,13 @@ def kept_rows(features: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], 
 
 
 def kept_embeddings(features: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], keeps: Sequence[int],
-                    gammas: Sequence[float],
-                    candidates: Optional[Sequence[Optional[Sequence[int]]]] = None) -> List[torch.Tensor]:
+                    gammas: Sequence[float], candidates: Optional[Sequence[Optional[Sequence[int]]]] = None,
+                    rows_of: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
     """``features[i][kept_rows(...)[i]]`` for every image, in one gather for the whole step: an
-    image kept whole is returned as it is (no copy); the others are views of one tensor."""
-    return _Step(features, scores, keeps, gammas, candidates).embeddings()
+    image kept whole is returned as it is (no copy); the others are views of one tensor.
+    ``rows_of``: per image [T_i, ...] tensors to take the kept rows from instead of the features
+    the selection reads (e.g. the rows with channels the selection must not see)."""
+    return _Step(features, scores, keeps, gammas, candidates).embeddings(rows_of)
 
 
 # -- the plan (host) ---------------------------------------------------------------------------
@@ -226,12 +228,16 @@ class _Step:
                 out[plan.table[g]] = chosen[g - start]
         return out
 
-    def embeddings(self) -> List[torch.Tensor]:
+    def embeddings(self, rows_of: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
         plan = self.plan
+        if rows_of is not None and [r.shape[0] for r in rows_of] != [f.shape[0] for f in self.features]:
+            raise ValueError(f"idselect: rows_of has {[r.shape[0] for r in rows_of]} rows per image, the features "
+                             f"{[f.shape[0] for f in self.features]}")
+        rows = self.features if rows_of is None else rows_of
         out: List[Optional[torch.Tensor]] = [None] * len(plan.kinds)
         for i, kind in enumerate(plan.kinds):
             if kind == WHOLE:
-                out[i] = self.features[i]
+                out[i] = rows[i]
         if not plan.partial:
             return out
         up, directs = self._upload(with_whole=False)
@@ -243,7 +249,8 @@ class _Step:
         order = [i for i in plan.partial if plan.kinds[i] == ALL_CANDIDATES] + plan.table
         index = [up[3 + directs + j] for j in range(directs)]
         index += [up[1][start:stop].gather(1, p).reshape(-1) for (start, stop, _, _), p in zip(plan.groups, picks)]
-        gathered = self.source[torch.cat(index) if len(index) > 1 else index[0]]
+        source = self.source if rows_of is None else joined([rows_of[i] for i in plan.partial])
+        gathered = source[torch.cat(index) if len(index) > 1 else index[0]]
         for i, part in zip(order, gathered.split([plan.out_lengths[i] for i in order])):
             out[i] = part
         return out
