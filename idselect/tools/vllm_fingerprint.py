@@ -114,8 +114,9 @@ def render(record: Record, names: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def check(sources: Sequence[str], out=sys.stdout) -> int:
+def check(sources: Sequence[str], out=None) -> int:
     """Compare each source with the record of its release; 0 where all match."""
+    out = out or sys.stdout
     record_format, record, _ = load_record()
     if record_format != fp.FORMAT:
         print(f"the record is of fingerprint format {record_format}, this code computes {fp.FORMAT}: rerun --write",
@@ -150,7 +151,8 @@ def check(sources: Sequence[str], out=sys.stdout) -> int:
     return status
 
 
-def write(sources: Sequence[str], path: Optional[str] = None, out=sys.stdout) -> None:
+def write(sources: Sequence[str], path: Optional[str] = None, out=None) -> None:
+    out = out or sys.stdout
     computed, names = compute(sources, list(releases.WATCHED))
     try:
         record_format, record, recorded_names = load_record()
