@@ -52,6 +52,14 @@ def test_comments_layout_and_docstrings_do_not_count():
         assert fingerprint_of(variant) == reference, variant.decode()
 
 
+def test_attribute_docstrings_do_not_count():
+    # vLLM's config classes document their fields with a string after each (their --help text).
+    plain = b"class Config:\n    size: int = 4\n    mode: str = 'a'\n"
+    documented = b"class Config:\n    size: int = 4\n    \"\"\"How many.\"\"\"\n    mode: str = 'a'\n    'Which one.'\n"
+    assert fingerprint_of(documented) == fingerprint_of(plain)
+    assert fingerprint_of(plain.replace(b"= 4", b"= 5")) != fingerprint_of(plain)
+
+
 def test_code_changes_count():
     changed = [
         SOURCE.replace(b"b + 1", b"b + 2"),

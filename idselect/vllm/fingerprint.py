@@ -4,7 +4,8 @@ files and keeps the notes; release_fingerprints.py holds the fingerprints, writt
 ``python -m idselect.tools.vllm_fingerprint``).
 
 A file's fingerprint is the sha256 of its parsed code, so that comments, blank lines, line
-breaks, indentation style and docstrings do not count and any change to the code does. The
+breaks, indentation style and docstrings (any statement that is a string alone) do not count
+and any change to the code does. The
 parse tree is written out by ``canonical`` below rather than by ``ast.dump``: fields that are
 empty or None are left out, so the fingerprint of the same source is the same on the Python
 releases vLLM runs on (3.12 added ``type_params=[]`` to every function and class, which
@@ -25,25 +26,21 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 #: The version of the fingerprint itself: bumped whenever ``canonical`` changes what it writes
 #: (the record then has to be regenerated).
-FORMAT = 1
+FORMAT = 2
 
 #: A file's entry in the record: (code fingerprint, bytes fingerprint), or None where the release
 #: has no such file.
 Entry = Optional[Tuple[str, str]]
 
-_DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def _without_docstring(node: ast.AST, body: list) -> list:
-    if (isinstance(node, _DOCSTRING_OWNERS) and body and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
-        return body[1:]
-    return body
+def _is_string_statement(node: object) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
 def canonical(node: object) -> str:
-    """The parse tree as text: node type and its non-empty fields, recursively; docstrings are
-    dropped. Positions (line, column) are not fields, so they never count."""
+    """The parse tree as text: node type and its non-empty fields, recursively. Statements that
+    are a string alone (docstrings, and the attribute docstrings vLLM's config classes use for
+    their --help) are dropped: they do nothing. Positions (line, column) are not fields, so they
+    never count."""
     out: List[str] = []
     _write(node, out)
     return "".join(out)
@@ -55,8 +52,8 @@ def _write(node: object, out: List[str]) -> None:
         out.append("(")
         for name in node._fields:
             value = getattr(node, name, None)
-            if name == "body" and isinstance(value, list):
-                value = _without_docstring(node, value)
+            if isinstance(value, list):  # statement lists: docstrings and attribute docstrings out
+                value = [item for item in value if not _is_string_statement(item)]
             if value is None or (isinstance(value, list) and not value):
                 continue
             out.append(name)

@@ -2,7 +2,7 @@
 why). Written by ``python -m idselect.tools.vllm_fingerprint --write`` from the released
 wheels: never edit by hand."""
 
-FORMAT = 1
+FORMAT = 2
 
 #: release -> the wheels or package directories it was computed from.
 SOURCES = {
@@ -14,6 +14,21 @@ SOURCES = {
 #: release -> {file: (code sha256, bytes sha256), or None where the release has no such file}.
 FINGERPRINTS = {
     '0.32.0': {
+        '__init__.py': (
+            '0f2f8bfdece889b7fdea9ad3a60a2c5ec591bd9a0a0b0b85e5625211a086aee8',
+            '087e15875e49ba50f4969c2229d450bb8397302ea9344b3a3bd06ee400263ebd'),
+        'config/device.py': (
+            'c5953f59a03c30087c67e490afc4ded591b24fa69e408b88630df847e3f28de5',
+            'ac7d153000e76d6d6b554fa26eb947c51c62c4295f40fabe13294bc35ba3c066'),
+        'config/ec_transfer.py': (
+            '305c3d9507dabc96a8f164abdbf14d4985cb75b5e618f1e714ac1e2fe6c4c6fd',
+            '1e30f1e86d082ab72fb075362abf16598c0d6d6025701a7e39fd7df0fcbbc27f'),
+        'config/multimodal.py': (
+            '0c8bfd5c9e2c55ac834eca7f59b24405b101ffc6ce601c6cd0cb7e65d5feeafb',
+            'c30971531e7d10c276ac9d01b0080833f1aa5218880a43e43243414a139e96a8'),
+        'config/scheduler.py': (
+            '5bd04074a2f3913f376c94c068400e576aa5296b035a7a5707e2816d56169fc0',
+            '2fb86b1572a4925be59f304d13b4f6ec03d496b67a7c4abbb976ecda2232839a'),
         'distributed/__init__.py': (
             '5ba3fca049f7fff845d7d0c63c8154a1ce8f108bbfed36ef1e191e3753c32f1e',
             '97f28c30b32662af8cab163939e4ee423037f11630752e13b55cbc25a7d0ab71'),
@@ -24,13 +39,13 @@ FINGERPRINTS = {
             'c824d47f168b7a3eb9b2f266aea5f25c7447c3bf7890a63c4b8a0fd355fdf60a',
             'de180fabe7a1303d136928db075174f2fab0020fbc682cd8d0c16f39688ef277'),
         'model_executor/models/interfaces.py': (
-            '36b2f27a7f303843b60e2e560b7a9fa108e1c17ae834cc1d16643bcd68a62b99',
+            '2e698b01f9312de1904ed3c102b486ebff720b560cc5d78767cbff3ba513a0a1',
             'fdccd96b0cf623186094efcfa3eb08d6197f34a6468304f66e6eb5e67bc76f41'),
         'model_executor/models/llava.py': (
-            '5d5950b4d3c9fa941549bb3374b44b011937c71ed254249d24991f7d51ee4c20',
+            '4bb80f27d1c22a02160292e474761ea1cb7bb42210fb1167cbc37bbbe0f19243',
             '68cfa44596fb95241012aa0839b8e16f535b7ab7481b42e2ac59b4623d4dfee4'),
         'model_executor/models/llava_next.py': (
-            'e1df6fe573d2afdec8de1864341a4421b4d113d1bffae57a848aff3ee567e067',
+            '74ff13efd852068673d9a023cff2dfe800592d684e99e8eeacd711bb71023bd7',
             '5eeff78811647ba855a24889dd8b12a0e463eedb63a743a0ef66d10d12f51259'),
         'model_executor/models/qwen2_5_vl.py': (
             'a822470cbebdc8edfd0813df21cfcc9c3dda613862463dacca9b71c5429f6e9b',
@@ -45,7 +60,7 @@ FINGERPRINTS = {
             '38b2cc19025685c1c1f0fda2f3454605adc19ac561c62f3e8acf46f9fc7ca266',
             'c6936825b529a59d12e5249fba69a4d0376988aded198b7391e443ee6d455ca8'),
         'multimodal/__init__.py': (
-            'ba2dbc5205268ebe2829b71222722d330dbdc86f40df03a41bc9ba68741fa26b',
+            '9001a6639905da9ac4564c69bab77d2d8d703e4fa3f3dfc21c6795466336397d',
             '60f19ed87c1de749ed6ea05e4fcff4d1cd8dca8c981fc3d63bcc7e399fc4e17f'),
         'multimodal/cache/__init__.py': (
             '03734951f198a4c785c0accb82dff25e1c34565d9e3f50036942d866e349861a',
@@ -69,16 +84,16 @@ FINGERPRINTS = {
             '28cbe37085298eb109c89c9bcc2343a83c92eaf5dcb904cf2f6f6d844cdfa127',
             '5de69819f793f987d836bfdef30380254f939a9a62ee4ec32a8e7802d1083b36'),
         'multimodal/inputs.py': (
-            'f6bf7254561076afc927f1f981f5103d56b081d3cabcccd7b791385c9682d5fe',
+            'ad0ca9cae9513f195ed30fba5d6681544ce9ebe2810f845b09c7e5e0747fb5f3',
             '3ce5d3cc5bedf0343d75e1a7cfbca10a0061b960de56a9fb6465cde0f14bc8b9'),
         'multimodal/parse.py': (
-            '461f16ccc5660629c9b41e0cb1f4c539a04e5e368236d7c315d9b51bd6014eb6',
+            '92d5035bffb7de22875262e646b96bb2d7811aaa62dd02f7f4fbd2f22c45d1b0',
             '0b7d5db662eb466e580708138cbf804ae894d770fba370b1159803c0af55ffff'),
         'multimodal/processing/__init__.py': (
             '0bbd6d21142fd354698dcd436a0808030217d16932329e8b60f7660be33ed0e7',
             '70a331273d0d9858fcf4b0447dac1063d7fe59e80e04663f54f1818f1d385c39'),
         'multimodal/processing/context.py': (
-            '1e4ca1423ced018ccd70b99d6c082d7a2ac6c9e3afa14b150b122c667f499dd8',
+            'b4b9f94ee5f43326c9d893034cd22a496d2366c5c2cb272d4f6227c345b81d83',
             'e83bc205b6608ccb42dbd18a825fe196239c3307e73f16a1b6f8b0396c051bf7'),
         'multimodal/processing/dummy_inputs.py': (
             'de085f6b10ea2d0a71da285dc48007a0c160433960008c2746b01a4263d761a3',
@@ -87,7 +102,7 @@ FINGERPRINTS = {
             '2edd215b9201a66c50809f64a6ca0b02375c7b85606783dfbd5d7dba09b1c4e8',
             '3ab9582ddfa78154d3edfc567812dc7e864b5ae2e81c5659f329ccfbc3855a5c'),
         'multimodal/processing/processor.py': (
-            'eea205b605e808afb8fc6b36b51ab03c59b49272655774757e29f10b5a04014d',
+            '592a79f157a93aa4947caa21ffb9d3a18c005a071e1d83060758a6ec9395f365',
             '816d53d8edb50c47b46e8f819cb73de4a42c132672dfcea94553bb20de9ef402'),
         'multimodal/registry.py': (
             'a5321aae6518b5359306c620ac7733a76a36b63f59b97aabfe306bc649f12d40',
@@ -116,13 +131,28 @@ FINGERPRINTS = {
             'd6039c95b6692422de10d740302fb012207934f1afd7033151cfd76915983339',
             'b150940b12ae76048f050a8eeb54d532bbdc530a18ffbf320ddeeb0cfaa90f93'),
         'v1/worker/gpu_model_runner.py': (
-            'c88cb1fde0f7c0f6f8347656879278ed46c68b827d441c7df0e4ab0728235952',
+            '853cea4a50f0be2a521e051d9155ae63c89f70270ddae8ed0ca122826500fcb1',
             '4cf95efe4ea8caa3110dcd231ff95ceb97e8136f5056e6bdd388300a484c4a81'),
         'v1/worker/utils.py': (
-            '2f6fe78e91298b73bf277b919fdfa2608d71a923e03cbbc65e0eba7ac745299e',
+            '0dd2fa4a2850257da3f4eba6d977bb176d74ac6e913b529f9b33117a01c3f0fd',
             '85b23497017e5db07ea8f3fa56807c44dd7dd269f1977031bd86acdadfb0b5ec'),
     },
     '0.33.0': {
+        '__init__.py': (
+            '0f2f8bfdece889b7fdea9ad3a60a2c5ec591bd9a0a0b0b85e5625211a086aee8',
+            '087e15875e49ba50f4969c2229d450bb8397302ea9344b3a3bd06ee400263ebd'),
+        'config/device.py': (
+            'c5953f59a03c30087c67e490afc4ded591b24fa69e408b88630df847e3f28de5',
+            'ac7d153000e76d6d6b554fa26eb947c51c62c4295f40fabe13294bc35ba3c066'),
+        'config/ec_transfer.py': (
+            '305c3d9507dabc96a8f164abdbf14d4985cb75b5e618f1e714ac1e2fe6c4c6fd',
+            '1e30f1e86d082ab72fb075362abf16598c0d6d6025701a7e39fd7df0fcbbc27f'),
+        'config/multimodal.py': (
+            '0c8bfd5c9e2c55ac834eca7f59b24405b101ffc6ce601c6cd0cb7e65d5feeafb',
+            '4a232a4a42af15846251b86d6d3655cea34cf350cb135ec83b4dbd23b44b4741'),
+        'config/scheduler.py': (
+            '5bd04074a2f3913f376c94c068400e576aa5296b035a7a5707e2816d56169fc0',
+            '61485c7a1ef1c7c65339767f4b223f55de76d2ca152eb19df915c88f526be9de'),
         'distributed/__init__.py': (
             '5ba3fca049f7fff845d7d0c63c8154a1ce8f108bbfed36ef1e191e3753c32f1e',
             '97f28c30b32662af8cab163939e4ee423037f11630752e13b55cbc25a7d0ab71'),
@@ -133,13 +163,13 @@ FINGERPRINTS = {
             'c824d47f168b7a3eb9b2f266aea5f25c7447c3bf7890a63c4b8a0fd355fdf60a',
             'de180fabe7a1303d136928db075174f2fab0020fbc682cd8d0c16f39688ef277'),
         'model_executor/models/interfaces.py': (
-            'a37960d2459de2e00dd2d64f1306236340e0f630c4886c3b2565dfcc3b3b2961',
+            '76006f73b411b6e739e1e697f5ecc1d35aa45b4b01704a2511966b55c28d0286',
             'f3eb476c960b27cc18edeed31e391412e39d525e269d16f6fee26ebdbd01e8cf'),
         'model_executor/models/llava.py': (
-            '5d5950b4d3c9fa941549bb3374b44b011937c71ed254249d24991f7d51ee4c20',
+            '4bb80f27d1c22a02160292e474761ea1cb7bb42210fb1167cbc37bbbe0f19243',
             '68cfa44596fb95241012aa0839b8e16f535b7ab7481b42e2ac59b4623d4dfee4'),
         'model_executor/models/llava_next.py': (
-            'e1df6fe573d2afdec8de1864341a4421b4d113d1bffae57a848aff3ee567e067',
+            '74ff13efd852068673d9a023cff2dfe800592d684e99e8eeacd711bb71023bd7',
             '5eeff78811647ba855a24889dd8b12a0e463eedb63a743a0ef66d10d12f51259'),
         'model_executor/models/qwen2_5_vl.py': (
             'a822470cbebdc8edfd0813df21cfcc9c3dda613862463dacca9b71c5429f6e9b',
@@ -154,7 +184,7 @@ FINGERPRINTS = {
             '38b2cc19025685c1c1f0fda2f3454605adc19ac561c62f3e8acf46f9fc7ca266',
             'c6936825b529a59d12e5249fba69a4d0376988aded198b7391e443ee6d455ca8'),
         'multimodal/__init__.py': (
-            'ba2dbc5205268ebe2829b71222722d330dbdc86f40df03a41bc9ba68741fa26b',
+            '9001a6639905da9ac4564c69bab77d2d8d703e4fa3f3dfc21c6795466336397d',
             '60f19ed87c1de749ed6ea05e4fcff4d1cd8dca8c981fc3d63bcc7e399fc4e17f'),
         'multimodal/cache/__init__.py': (
             '03734951f198a4c785c0accb82dff25e1c34565d9e3f50036942d866e349861a',
@@ -178,16 +208,16 @@ FINGERPRINTS = {
             '28cbe37085298eb109c89c9bcc2343a83c92eaf5dcb904cf2f6f6d844cdfa127',
             '5de69819f793f987d836bfdef30380254f939a9a62ee4ec32a8e7802d1083b36'),
         'multimodal/inputs.py': (
-            'f6bf7254561076afc927f1f981f5103d56b081d3cabcccd7b791385c9682d5fe',
+            'ad0ca9cae9513f195ed30fba5d6681544ce9ebe2810f845b09c7e5e0747fb5f3',
             '3ce5d3cc5bedf0343d75e1a7cfbca10a0061b960de56a9fb6465cde0f14bc8b9'),
         'multimodal/parse.py': (
-            '461f16ccc5660629c9b41e0cb1f4c539a04e5e368236d7c315d9b51bd6014eb6',
+            '92d5035bffb7de22875262e646b96bb2d7811aaa62dd02f7f4fbd2f22c45d1b0',
             '0b7d5db662eb466e580708138cbf804ae894d770fba370b1159803c0af55ffff'),
         'multimodal/processing/__init__.py': (
             '0bbd6d21142fd354698dcd436a0808030217d16932329e8b60f7660be33ed0e7',
             '70a331273d0d9858fcf4b0447dac1063d7fe59e80e04663f54f1818f1d385c39'),
         'multimodal/processing/context.py': (
-            '1e4ca1423ced018ccd70b99d6c082d7a2ac6c9e3afa14b150b122c667f499dd8',
+            'b4b9f94ee5f43326c9d893034cd22a496d2366c5c2cb272d4f6227c345b81d83',
             'e83bc205b6608ccb42dbd18a825fe196239c3307e73f16a1b6f8b0396c051bf7'),
         'multimodal/processing/dummy_inputs.py': (
             'de085f6b10ea2d0a71da285dc48007a0c160433960008c2746b01a4263d761a3',
@@ -196,7 +226,7 @@ FINGERPRINTS = {
             '2edd215b9201a66c50809f64a6ca0b02375c7b85606783dfbd5d7dba09b1c4e8',
             '3ab9582ddfa78154d3edfc567812dc7e864b5ae2e81c5659f329ccfbc3855a5c'),
         'multimodal/processing/processor.py': (
-            'eea205b605e808afb8fc6b36b51ab03c59b49272655774757e29f10b5a04014d',
+            '592a79f157a93aa4947caa21ffb9d3a18c005a071e1d83060758a6ec9395f365',
             '816d53d8edb50c47b46e8f819cb73de4a42c132672dfcea94553bb20de9ef402'),
         'multimodal/registry.py': (
             'a5321aae6518b5359306c620ac7733a76a36b63f59b97aabfe306bc649f12d40',
@@ -225,13 +255,28 @@ FINGERPRINTS = {
             'd6039c95b6692422de10d740302fb012207934f1afd7033151cfd76915983339',
             'b150940b12ae76048f050a8eeb54d532bbdc530a18ffbf320ddeeb0cfaa90f93'),
         'v1/worker/gpu_model_runner.py': (
-            '4292b0e26ebd08c8771754d47ba9f76a6ee73f8c62fcf470fd6345fc38e9768b',
+            '14426d587321ed5246e37ebc620bde0eec5cf02b36466159860573c6ecd21ec1',
             '3ba41733f7062b9b70801025ee263979a0b11b8c0cea418d5d18caa26de6524d'),
         'v1/worker/utils.py': (
-            '2f6fe78e91298b73bf277b919fdfa2608d71a923e03cbbc65e0eba7ac745299e',
+            '0dd2fa4a2850257da3f4eba6d977bb176d74ac6e913b529f9b33117a01c3f0fd',
             '85b23497017e5db07ea8f3fa56807c44dd7dd269f1977031bd86acdadfb0b5ec'),
     },
     '0.34.0': {
+        '__init__.py': (
+            '0f2f8bfdece889b7fdea9ad3a60a2c5ec591bd9a0a0b0b85e5625211a086aee8',
+            '087e15875e49ba50f4969c2229d450bb8397302ea9344b3a3bd06ee400263ebd'),
+        'config/device.py': (
+            '08dd534404401c72158f8a985561783c04ec12139c5b86492f7825bb27857656',
+            '06260b3e1c8cf5b4a3295595482c9e0fc7ca48954d356a4da5f5e94f80cb1ab1'),
+        'config/ec_transfer.py': (
+            'f6f86d6f86edb83c7c3a0a3b11e7c84d9834e20442d8127c0f9c7e65b6896f36',
+            '286a82e4dd461601b1a37e9b8b4195a56dd711a30ff3fa52a16f7e4557a5086c'),
+        'config/multimodal.py': (
+            'ff747756fff48316dcc347ab04289137641d986d6f7b9c8a9086829bd933888f',
+            'aec1e98075e82b4b37506109a69bf90475f4ebe92714d540367eb0a21ce1699b'),
+        'config/scheduler.py': (
+            'd2cac46a39e1672b20b1ca33d80add74640195ab2ff3d4e9a6d1513581b32c94',
+            '49f47f40b77febc14fdd73810274c2649dd66282a3b21972bfec8030705f00e7'),
         'distributed/__init__.py': (
             '5ba3fca049f7fff845d7d0c63c8154a1ce8f108bbfed36ef1e191e3753c32f1e',
             '97f28c30b32662af8cab163939e4ee423037f11630752e13b55cbc25a7d0ab71'),
@@ -242,13 +287,13 @@ FINGERPRINTS = {
             'c824d47f168b7a3eb9b2f266aea5f25c7447c3bf7890a63c4b8a0fd355fdf60a',
             'de180fabe7a1303d136928db075174f2fab0020fbc682cd8d0c16f39688ef277'),
         'model_executor/models/interfaces.py': (
-            'e6c90a815cc00ae85cb40313915f2c49c3d6f3266ddcfe662157c352f227087d',
+            '884754712380acc1fe8ff1aecc6562e45bf354f75715c46af65acb67fd5c36d8',
             'abab9e42dbdf50ac3c40838d703ce45353a74ad6fe0a31e3856777bb7f6098e5'),
         'model_executor/models/llava.py': (
-            '5d5950b4d3c9fa941549bb3374b44b011937c71ed254249d24991f7d51ee4c20',
+            '4bb80f27d1c22a02160292e474761ea1cb7bb42210fb1167cbc37bbbe0f19243',
             'e19889ffea8c8793ff49f22d3ecbf1bfe8593ee5165d5635e7379e71cba35996'),
         'model_executor/models/llava_next.py': (
-            'e1df6fe573d2afdec8de1864341a4421b4d113d1bffae57a848aff3ee567e067',
+            '74ff13efd852068673d9a023cff2dfe800592d684e99e8eeacd711bb71023bd7',
             '5eeff78811647ba855a24889dd8b12a0e463eedb63a743a0ef66d10d12f51259'),
         'model_executor/models/qwen2_5_vl.py': (
             'a822470cbebdc8edfd0813df21cfcc9c3dda613862463dacca9b71c5429f6e9b',
@@ -263,7 +308,7 @@ FINGERPRINTS = {
             'b12f44a4f8107573d7b42faf6840eff743be0b25feaa59d11e8270527b90b588',
             '8bdf5b3f9886489c688ccd230d9050d8c00e4ef277802eb7cc53dce7787cbacf'),
         'multimodal/__init__.py': (
-            'ba2dbc5205268ebe2829b71222722d330dbdc86f40df03a41bc9ba68741fa26b',
+            '9001a6639905da9ac4564c69bab77d2d8d703e4fa3f3dfc21c6795466336397d',
             '60f19ed87c1de749ed6ea05e4fcff4d1cd8dca8c981fc3d63bcc7e399fc4e17f'),
         'multimodal/cache/__init__.py': (
             '03734951f198a4c785c0accb82dff25e1c34565d9e3f50036942d866e349861a',
@@ -287,16 +332,16 @@ FINGERPRINTS = {
             '01ba45ab152cdd53241f6cd3c04a71e65c72945e3b8ddf3d87423eeb3209fac3',
             'e48984e47555b1d3eeb9931695c3a3a5d3364515146735b9686db3be9624f54b'),
         'multimodal/inputs.py': (
-            'f6bf7254561076afc927f1f981f5103d56b081d3cabcccd7b791385c9682d5fe',
+            'ad0ca9cae9513f195ed30fba5d6681544ce9ebe2810f845b09c7e5e0747fb5f3',
             'e0dec9fb5ca26c2ab279c48100be7f644158e596a5bf410c85d2ca594776898e'),
         'multimodal/parse.py': (
-            '85c1ff984bb065803bf120428953868bba63c1f880c98af8bbc2b83026c222b3',
+            '6cc4c3c84f5562e5bbbff1cb5ba051b7fcaf027c41c4081cd36fff049a3ced61',
             '056ef452ca6afaca1907f339b313c3e941bfb7344b3b2d0c4dd30bfd6e06f07f'),
         'multimodal/processing/__init__.py': (
             '0bbd6d21142fd354698dcd436a0808030217d16932329e8b60f7660be33ed0e7',
             '70a331273d0d9858fcf4b0447dac1063d7fe59e80e04663f54f1818f1d385c39'),
         'multimodal/processing/context.py': (
-            '1e4ca1423ced018ccd70b99d6c082d7a2ac6c9e3afa14b150b122c667f499dd8',
+            'b4b9f94ee5f43326c9d893034cd22a496d2366c5c2cb272d4f6227c345b81d83',
             'e83bc205b6608ccb42dbd18a825fe196239c3307e73f16a1b6f8b0396c051bf7'),
         'multimodal/processing/dummy_inputs.py': (
             'de085f6b10ea2d0a71da285dc48007a0c160433960008c2746b01a4263d761a3',
@@ -305,7 +350,7 @@ FINGERPRINTS = {
             '2edd215b9201a66c50809f64a6ca0b02375c7b85606783dfbd5d7dba09b1c4e8',
             '3ab9582ddfa78154d3edfc567812dc7e864b5ae2e81c5659f329ccfbc3855a5c'),
         'multimodal/processing/processor.py': (
-            'acd6372418bb9d8cf6304b2cb747a66e055c72abf5203d5be9423909c07676d9',
+            '7230740b727558407903a06cd1d38b30ae936871fa6e886961e520cc5844b0ff',
             '738d6d2c9b87f1211590dee345b16f6eb8e23b72b151b4c99365d6e7cb91f8aa'),
         'multimodal/registry.py': (
             'a5321aae6518b5359306c620ac7733a76a36b63f59b97aabfe306bc649f12d40',
@@ -337,7 +382,7 @@ FINGERPRINTS = {
             'b150940b12ae76048f050a8eeb54d532bbdc530a18ffbf320ddeeb0cfaa90f93'),
         'v1/worker/gpu_model_runner.py': None,
         'v1/worker/utils.py': (
-            'fb8e4f79655fdd1075dacf7fa7eecdbd20c1331bcfbc2aca2a46a082b8ed9466',
+            '1a9808e33a67c152f06fa6d6b2b70969f8ec62027ec0e41cdbacca8ee551e9a2',
             '3d4eef03676d8b63bf116a6da77ccb1e38717da35c5dbcacb0b08e25ed763af0'),
     },
 }

@@ -51,6 +51,12 @@ WATCHED: Dict[str, str] = {
     "multimodal/processing/inputs.py": "per-request mm_processor_kwargs in the multimodal hash",
     "multimodal/processing/dummy_inputs.py": "the dummy inputs of the memory profile",
     "multimodal/video_prune/evs.py": "compute_mrope_for_media, recompute_mrope_positions (the pruning interface's positions)",
+    # The configuration the engine checks read.
+    "__init__.py": "from vllm import ModelRegistry (the plugin's register)",
+    "config/ec_transfer.py": "ECTransferConfig.ec_connector / ec_role (encoder-output sharing is refused)",
+    "config/multimodal.py": "mm_processor_kwargs, mm_encoder_only (refused), the video-pruning gate of the pruning interface",
+    "config/device.py": "DeviceConfig.device_type (the kernel report at engine start)",
+    "config/scheduler.py": "max_num_encoder_input_tokens (the encoder budget that sizes the tower's groups)",
     # Plugins, parallelism, scheduling.
     "plugins/__init__.py": "vllm.general_plugins entry points and the VLLM_PLUGINS allow-list",
     "distributed/__init__.py": "re-exports tensor_model_parallel_all_reduce",
@@ -79,6 +85,10 @@ NOTES: Dict[str, Dict[str, str]] = {
         "v1/worker/gpu/model_states/default.py": "mm-prefix-LM attention ranges (not LLaVA) through compute_mm_prefix_ranges, DCP sequence lengths; embed_multimodal and the pruner are called as before",
     },
     "0.34.0": {
+        "config/device.py": "compute_hash became compile_factors (the compile-cache key); device_type unchanged",
+        "config/ec_transfer.py": "compute_hash became compile_factors; ec_connector and ec_role unchanged",
+        "config/multimodal.py": "compute_hash became compile_factors; Field(999, ...) spelled Field(default=999, ...); mm_processor_kwargs, mm_encoder_only and the video-pruning settings unchanged",
+        "config/scheduler.py": "new admission settings (max_num_inflight_kv_loads, cache-aware admission, both off by default), compute_hash became compile_factors; max_num_encoder_input_tokens is still max_num_batched_tokens",
         "model_executor/models/vision.py": "run_dp_sharded_mrope_vision_model: the placeholder dtype of ranks without images (data-parallel M-RoPE towers; LLaVA's CLIP does not use it)",
         "model_executor/models/interfaces.py": "towers are not built on pipeline stages after the first under any runner; lora_manager defaults to None; new SpeculativeDraftModel; docstrings. SupportsMultiModal and SupportsMultiModalPruning unchanged",
         "model_executor/models/registry.py": "new and moved models, _ModelInfo gains speculator_config_class / may_use_target_embed, fill_model_info_cache inspects lazily registered models in one subprocess (best effort). register_model and get_supported_archs unchanged",
