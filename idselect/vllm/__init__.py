@@ -18,18 +18,25 @@ options are checked) in a process without vLLM.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import numbers
 import os
 import re
 import warnings
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..options import parse_gamma
 
-#: vLLM releases whose LLaVA code the integration was read against and tested on (greedy
-#: tokens equal to the hooks', tests/test_vllm.py). Others are refused (VERSION_ENV overrides).
-SUPPORTED_VLLM = ("0.32.0",)
+#: vLLM releases the integration accepts, verified by content: at engine start every vLLM file
+#: it relies on must have the code recorded for the installed release (releases.py; 0.32.0 is
+#: also tested end to end on the CPU, tests/test_vllm.py). Others, and an installed vLLM whose
+#: files differ from its release's, are refused (VERSION_ENV overrides).
+SUPPORTED_VLLM = ("0.32.0", "0.33.0", "0.34.0")
 VERSION_ENV = "IDSELECT_UNVERIFIED_VLLM"
+#: The name of idselect's entry point in vLLM's plugin group (setup.py), as VLLM_PLUGINS lists it.
+PLUGIN_NAME = "idselect"
+PLUGINS_ENV = "VLLM_PLUGINS"
 
 #: model_type -> the architecture name that prunes it.
 ARCHITECTURES = {"llava": "IdSelectLlavaForConditionalGeneration",
@@ -185,6 +192,7 @@ def engine_overrides(model_type: str, keep: int, gamma: float = DEFAULT_GAMMA,
         ``{"architectures": [...], "idselect_keep": keep, "idselect_gamma": gamma,
         "idselect_importance": ...}``; JSON-serialisable for ``--hf-overrides``.
     """
+    check_plugins_env()
     if model_type not in ARCHITECTURES:
         raise ValueError(
             f"idselect: model_type={model_type!r} has no vLLM integration yet (supported: "
@@ -240,25 +248,122 @@ def request_settings(mm_kwargs: Mapping[str, Any], engine: Mapping[str, Any]) ->
             "gamma": engine["gamma"] if gamma is None else check_gamma(gamma, f"idselect: mm_processor_kwargs[{GAMMA!r}]")}
 
 
+def check_plugins_env(environ: Mapping[str, str] = os.environ) -> None:
+    """vLLM loads only the plugins VLLM_PLUGINS lists (comma-separated, exact names) where it is
+    set: without idselect there, the architectures are never registered and vLLM only says
+    that the architecture is unknown. Checked in the user's process (``engine_overrides``)."""
+    value = environ.get(PLUGINS_ENV)
+    if value is None:
+        return
+    if PLUGIN_NAME not in value.split(","):
+        raise ValueError(
+            f"idselect: {PLUGINS_ENV}={value!r} does not list {PLUGIN_NAME!r}, so vLLM will not load idselect's "
+            f"plugin and will not know the idselect architectures: add it ({PLUGINS_ENV}="
+            f"{','.join([p for p in value.split(',') if p] + [PLUGIN_NAME])}; names are comma-separated, "
+            f"without spaces) or unset {PLUGINS_ENV}"
+        )
+
+
+def refuse_engine_config(vllm_config) -> None:
+    """Deployments the integration does not support, refused at engine start:
+
+    - encoder-output sharing between instances (``ec_transfer_config`` with an EC connector,
+      ``--ec-transfer-config``): another instance's encodings (another keep, or no pruning)
+      are looked up by the multimodal hash, which does not carry the engine's keep, and would
+      not match this engine's placeholders;
+    - encoder-only instances (``--mm-encoder-only``, or an EC producer-only role, which vLLM
+      turns into one): they exist to serve encodings to other instances.
+
+    The attributes are read without defaults, so a vLLM that renamed them fails here loudly
+    rather than letting such a deployment through."""
+    ec_config = vllm_config.ec_transfer_config
+    if ec_config is not None and ec_config.ec_connector is not None:
+        raise ValueError(
+            f"idselect: ec_transfer_config (ec_connector={ec_config.ec_connector!r}, ec_role={ec_config.ec_role!r}) "
+            "is not supported with the idselect architectures: encoder outputs shared between instances are "
+            "found by the multimodal hash, which does not carry the engine's keep, so an instance could "
+            "receive encodings pruned to another budget (or not pruned); serve without --ec-transfer-config"
+        )
+    multimodal_config = vllm_config.model_config.multimodal_config
+    if multimodal_config is not None and multimodal_config.mm_encoder_only:
+        raise ValueError(
+            "idselect: mm_encoder_only=True (an encoder-only instance, --mm-encoder-only) is not supported with "
+            "the idselect architectures: its encodings are for other instances, whose placeholders need not "
+            "match its pruning"
+        )
+
+
+logger = logging.getLogger("vllm.idselect")  # under vLLM's logger: its handler and format
+
+
+def report_native_kernel(device_type: str) -> Tuple[int, str]:
+    """Log, at engine start in each worker, whether idselect's compiled kernel for the engine's
+    device loaded (``idselect.native_backends()``): a warning where the selection takes a slower
+    path (e.g. the extension was built against another torch than the one vLLM brought).
+    Returns (logging level, message)."""
+    from .. import _ops
+
+    backend = _ops.backend_for(device_type)
+    loaded = _ops.native_backends()
+    if backend == "native":
+        level, message = logging.INFO, (f"idselect: the compiled {device_type} kernel is loaded "
+                                        f"(idselect.native_backends() = {loaded})")
+    else:
+        reason = f": {_ops._native_error}" if _ops._native_error else ""
+        path = ("the batched tensor-op path (idselect.device_path), correct but slower than the kernel"
+                if backend == "device_path" else "the pure-PyTorch reference, much slower")
+        level, message = logging.WARNING, (
+            f"idselect: no compiled {device_type} kernel (idselect.native_backends() = {loaded}{reason}); "
+            f"selection takes {path}. Rebuild idselect against the torch vLLM brought: "
+            "pip install --no-build-isolation -e '.[vllm]' from the clone (docs/serving.md, Install)")
+    logger.log(level, message)
+    return level, message
+
+
 def _release(version: str) -> str:
     match = re.match(r"\d+(\.\d+)*", version)
     return match.group(0) if match else version
 
 
-def check_vllm_version(version: Optional[str] = None) -> None:
-    """Refuse a vLLM release the integration was not tested on (the policy of
-    idselect.hooks.compat for transformers: verified, or a clear refusal), unless
-    ``IDSELECT_UNVERIFIED_VLLM=1``, which warns instead."""
+@functools.lru_cache(maxsize=None)
+def _differing_files(release: str, package_dir: str) -> Tuple[Tuple[str, str], ...]:
+    from .fingerprint import VllmSource, differing_files
+    from .release_fingerprints import FINGERPRINTS
+
+    return tuple(differing_files(VllmSource(package_dir), FINGERPRINTS[release]))
+
+
+def check_vllm_version(version: Optional[str] = None, package_dir: Optional[str] = None) -> None:
+    """Refuse a vLLM the integration was not verified on (the policy of idselect.hooks.compat
+    for transformers: verified, or a clear refusal), unless ``IDSELECT_UNVERIFIED_VLLM=1``,
+    which warns instead: a release not in ``SUPPORTED_VLLM``, a development build, or an
+    installed vLLM whose files the integration relies on (releases.WATCHED) have code that
+    differs from the record of its release (a patched or rebuilt vLLM, or one that reuses a
+    release's number).
+
+    With no arguments: the installed vLLM, its version and its files. ``version`` alone checks
+    the version only; ``package_dir`` (a vLLM package directory) adds its files."""
     if version is None:
         import vllm
 
         version = vllm.__version__
-    if _release(version) in SUPPORTED_VLLM and "dev" not in version:
-        return
-    message = (f"idselect: vLLM {version} is not one the vLLM integration was verified on "
-               f"({', '.join(SUPPORTED_VLLM)}): its model or multimodal-processor code may differ")
+        package_dir = os.path.dirname(os.path.abspath(vllm.__file__))
+    release = _release(version)
+    if release not in SUPPORTED_VLLM or "dev" in version:
+        message = (f"idselect: vLLM {version} is not one the vLLM integration was verified on "
+                   f"({', '.join(SUPPORTED_VLLM)}): its model or multimodal-processor code may differ")
+        advice = "Install one of those"
+    else:
+        differ = _differing_files(release, package_dir) if package_dir is not None else ()
+        if not differ:
+            return
+        message = (f"idselect: the vLLM at {package_dir} says it is {version}, but the code of "
+                   f"{', '.join(f'{path} ({how})' for path, how in differ)} differs from vLLM {release}'s, which "
+                   "the integration was verified on (idselect/vllm/releases.py lists the files it checks): a "
+                   "patched, rebuilt or development vLLM")
+        advice = f"Install the released vLLM {release}"
     if os.environ.get(VERSION_ENV) == "1":
         warnings.warn(message + f"; going on because {VERSION_ENV}=1", UserWarning, stacklevel=2)
         return
-    raise RuntimeError(message + f". Install one of those, or set {VERSION_ENV}=1 to try it anyway "
+    raise RuntimeError(message + f". {advice}, or set {VERSION_ENV}=1 to try it anyway "
                        "(then compare its answers with idselect.patch on the same model)")

@@ -32,13 +32,13 @@ from vllm.model_executor.models.llava_next import (
     LlavaNextMultiModalProcessor,
     LlavaNextProcessingInfo,
 )
-from vllm.model_executor.models.vision import get_num_selected_vision_tokens
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig
 from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
 from vllm.multimodal.processing import PromptReplacement
 
-from . import GAMMA, KEEP, check_vllm_version, engine_settings, refuse_engine_mm_kwargs, request_settings
+from . import (GAMMA, KEEP, check_vllm_version, engine_settings, refuse_engine_config, refuse_engine_mm_kwargs,
+               report_native_kernel, request_settings)
 from .selection import kept_embeddings, upload
 
 Rows = np.ndarray  # host row indices
@@ -47,13 +47,19 @@ EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned (the saliency
                       "attention); pass images")
 
 
-def check_engine(vllm_config, model_types: Sequence[str]) -> Dict[str, object]:
-    """check_model, plus what only the engine's whole configuration shows."""
+def check_engine(vllm_config, model_types: Sequence[str], model_check=None) -> Dict[str, object]:
+    """check_model (or the architecture's ``model_check``), plus what only the engine's whole
+    configuration shows; then logs whether idselect's compiled kernel for the engine's device
+    loaded."""
+    check_vllm_version()  # first: the checks below read this vLLM's configuration
     refuse_engine_mm_kwargs(vllm_config.model_config)
+    refuse_engine_config(vllm_config)
     if getattr(vllm_config, "lora_config", None) is not None:
         raise ValueError("idselect: LoRA is not supported with the idselect architectures (not verified: vLLM's "
                          "tower/connector LoRA counts tokens before pruning)")
-    return check_model(vllm_config.model_config.hf_config, model_types)
+    settings = (model_check or check_model)(vllm_config.model_config.hf_config, model_types)
+    report_native_kernel(vllm_config.device_config.device_type)
+    return settings
 
 
 def check_model(hf_config, model_types: Sequence[str] = ("llava",)) -> Dict[str, object]:

@@ -53,7 +53,7 @@ from vllm.multimodal.parse import ImageEmbeddingItems, ImageProcessorItems
 from vllm.multimodal.processing import PromptReplacement
 
 from .. import importance as imp
-from . import GAMMA, KEEP, QUERY, check_vllm_version, engine_settings, refuse_engine_mm_kwargs
+from . import GAMMA, KEEP, QUERY, engine_settings, llava
 from .llava import BudgetedProcessor, UnprunedTokenBudget, host_values
 from .selection import joined, kept_embeddings
 
@@ -64,22 +64,22 @@ EMBEDDINGS_REFUSED = ("idselect: image embeddings cannot be pruned by the Qwen a
 
 
 def check_engine(vllm_config, model_types: Sequence[str]) -> Dict[str, object]:
-    """The engine's options, after checking that the engine is one this architecture serves."""
-    check_vllm_version()
-    model_config = vllm_config.model_config
-    refuse_engine_mm_kwargs(model_config)
-    if getattr(vllm_config, "lora_config", None) is not None:
-        raise ValueError("idselect: LoRA is not supported with the idselect architectures (not verified: vLLM's "
-                         "tower/connector LoRA counts tokens before pruning)")
-    hf_config = model_config.hf_config
+    """The engine's options, after the checks of every idselect architecture (llava.check_engine)
+    and the Qwen architectures' own: the model type, and no video pruning of vLLM's."""
+    settings = llava.check_engine(vllm_config, model_types, model_check=check_model)
+    mm_config = vllm_config.model_config.multimodal_config
+    if mm_config is not None and mm_config.is_multimodal_pruning_enabled():
+        raise ValueError(f"idselect: video pruning ({mm_config.get_video_pruning_spec()}) is configured: the idselect "
+                         "architecture serves images only and prunes them itself; leave video_pruning_rate unset")
+    return settings
+
+
+def check_model(hf_config, model_types: Sequence[str]) -> Dict[str, object]:
+    """The engine's options, after checking that the model is one this architecture serves."""
     settings = engine_settings(hf_config)
     if hf_config.model_type not in model_types:
         raise ValueError(f"idselect: {hf_config.architectures[0]} serves {' / '.join(model_types)} (model_type), "
                          f"got model_type {hf_config.model_type!r}")
-    mm_config = model_config.multimodal_config
-    if mm_config is not None and mm_config.is_multimodal_pruning_enabled():
-        raise ValueError(f"idselect: video pruning ({mm_config.get_video_pruning_spec()}) is configured: the idselect "
-                         "architecture serves images only and prunes them itself; leave video_pruning_rate unset")
     return settings
 
 
