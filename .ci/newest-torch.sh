@@ -150,6 +150,14 @@ for name in "$@"; do
   if [ "$name" = newest ]; then
     VERSION=$("$PYTHON" -m pip index versions torch 2>/dev/null | sed -n 's/^torch (\(.*\))$/\1/p')
     [ -n "$VERSION" ] || { echo "newest torch: the registry did not answer 'pip index versions torch'" >&2; exit 1; }
+    verified=$(sed -n 's/^\([0-9][0-9.]*\) .*/\1/p' .ci/torch-newest-verified | head -1)
+    if [ "$VERSION" = "$verified" ] && [ "${NEWEST_RUN_VERIFIED:-0}" != 1 ]; then
+      # As .ci/newest-transformers.sh does for the pinned release: a newest release already
+      # verified (.ci/torch-newest-verified says when) is not installed again (about 7 minutes);
+      # NEWEST_RUN_VERIFIED=1 runs it anyway. A new release runs, and is then recorded by hand.
+      echo "=== torch $VERSION (the newest): verified before ($(head -1 .ci/torch-newest-verified)); skipped (NEWEST_RUN_VERIFIED=1 runs it)"
+      continue
+    fi
     test_release "$VERSION" 0
   else
     test_release "$name" 1
