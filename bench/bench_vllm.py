@@ -18,12 +18,16 @@ another's work); medians with p10 / p90 of
   On a GPU each timed part synchronises the device first and last (it distorts that pass,
   not the throughput rounds).
 
-Without ``--model`` the model is LLaVA-1.5's layout at CPU-sized widths (576 visual tokens:
-336 px images, 14 px patches; CLIP 256 wide x 4 layers, Llama 512 wide x 4 layers; random
-weights; idselect.testing.model_dirs, shape "bench"). With ``--model PATH`` a real llava-hf
-checkpoint (e.g. llava-hf/llava-1.5-7b-hf on a GPU: see docs/serving.md for the command).
+``--family`` picks the model family: ``llava`` (default), ``qwen2_5_vl`` or ``qwen3_vl``
+(importance there is relevance: its share counts ``relevance``). Without ``--model`` the model is
+the family's layout at CPU-sized widths with random weights (idselect.testing.model_dirs, shape
+"bench"): LLaVA-1.5's 576 visual tokens (336 px images, 14 px patches; CLIP 256 wide x 4 layers,
+Llama 512 wide x 4 layers); Qwen's 256 visual tokens (448 px images for Qwen2.5-VL, 512 px for
+Qwen3-VL; vision 256 wide, LLM 512 wide x 4 layers). With ``--model PATH`` a real checkpoint of
+the family (e.g. llava-hf/llava-1.5-7b-hf on a GPU: see docs/serving.md for the command).
 
     python bench/bench_vllm.py                          # CPU, bench shape
+    python bench/bench_vllm.py --family qwen2_5_vl      # CPU, Qwen2.5-VL's bench shape
     python bench/bench_vllm.py --model llava-hf/llava-1.5-7b-hf --dtype bfloat16 --requests 64
 """
 import argparse
@@ -40,6 +44,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 SYNTHETIC_PROMPT = "user : <image> describe the image and what is in this picture please assistant :"
 LLAVA_PROMPT = "USER: <image>\nDescribe this image in detail. ASSISTANT:"
+QWEN_SYNTHETIC_PROMPT = SYNTHETIC_PROMPT.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+QWEN_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe this image in detail."
+               "<|im_end|>\n<|im_start|>assistant\n")
+FAMILIES = ("llava", "qwen2_5_vl", "qwen3_vl")
+#: Per family: (real checkpoints' prompt, bench-shape prompt, bench image side in px).
+FAMILY_INPUTS = {"llava": (LLAVA_PROMPT, SYNTHETIC_PROMPT, 336), "qwen2_5_vl": (QWEN_PROMPT, QWEN_SYNTHETIC_PROMPT, 448),
+                 "qwen3_vl": (QWEN_PROMPT, QWEN_SYNTHETIC_PROMPT, 512)}
 
 
 def images(count, seed, size):
@@ -90,12 +101,12 @@ class EncoderStepTimer:
     ``image_saliency``) and selection (``kept_embeddings``), by wrapping them; ``remove``
     restores them. ``steps``: per step (importance s, selection s, whole step s)."""
 
-    PARTS = {"cls_attention": 0, "image_saliency": 0, "kept_embeddings": 1}
+    PARTS = {"cls_attention": 0, "image_saliency": 0, "relevance": 0, "kept_embeddings": 1}
 
     def __init__(self, cls):
         import torch
 
-        from idselect.vllm import llava
+        from idselect.vllm import llava, qwen
 
         self.steps, self.inner, self.saved = [], [0.0, 0.0], []
         cuda = torch.cuda.is_available()
@@ -119,8 +130,12 @@ class EncoderStepTimer:
                         self.inner[self.PARTS[name]] += spent
             return wrapper
 
-        for owner, name in [(cls, "embed_multimodal"), (cls, "cls_attention"), (cls, "image_saliency"),
-                            (llava, "kept_embeddings")]:
+        if issubclass(cls, qwen.RelevancePruning):
+            wrapped = [(cls, "embed_multimodal"), (cls, "relevance"), (qwen, "kept_embeddings")]
+        else:
+            wrapped = [(cls, "embed_multimodal"), (cls, "cls_attention"), (cls, "image_saliency"),
+                       (llava, "kept_embeddings")]
+        for owner, name in wrapped:
             self.saved.append((owner, name, owner.__dict__.get(name)))
             setattr(owner, name, timed(getattr(owner, name), name))
 
@@ -135,13 +150,16 @@ class EncoderStepTimer:
 def measure_share(path, prompt, args, keeps, image_size):
     """Per keep: the selection's share of an encoder step (``EncoderStepTimer``), over the same
     rounds as ``measure`` (fresh images), on an in-process engine."""
-    from idselect.vllm import engine_overrides, llava
+    import importlib
+
+    from idselect.vllm import ARCHITECTURES, _MODEL_CLASSES, engine_overrides
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts
-    llm = engine(path, args, engine_overrides("llava", keep=max(keeps)))
+    llm = engine(path, args, engine_overrides(args.family, keep=max(keeps)))
+    module, name = _MODEL_CLASSES[ARCHITECTURES[args.family]].split(":")
     shares = {}
     for keep in keeps:
-        timer = EncoderStepTimer(llava.IdSelectLlavaForConditionalGeneration)
+        timer = EncoderStepTimer(getattr(importlib.import_module(module), name))
         try:
             measure(llm, prompt, args, keep, image_size, after_warmup=timer.steps.clear)
         finally:
@@ -176,13 +194,15 @@ def run_meta(args, torch, vllm, benchmark) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return {"device": benchmark.device_name(device), "cpu_isa": benchmark.cpu_isa(), "torch": torch.__version__,
             "vllm": vllm.__version__, "commit": benchmark.git_commit(), "threads": torch.get_num_threads(),
-            "model": args.model or "synthetic llava-1.5 layout (idselect.testing.model_dirs 'bench')",
+            "family": args.family,
+            "model": args.model or f"synthetic {args.family} layout (idselect.testing.model_dirs 'bench')",
             "requests": args.requests, "new_tokens": args.new_tokens, "repeats": args.repeats, "dtype": args.dtype}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="a llava-hf checkpoint (path or Hub id); default: the synthetic bench shape")
+    parser.add_argument("--family", choices=FAMILIES, default="llava")
+    parser.add_argument("--model", help="a checkpoint of the family (path or Hub id); default: the synthetic bench shape")
     parser.add_argument("--keeps", type=int, nargs="+", default=[64, 16])
     parser.add_argument("--requests", type=int, default=8, help="concurrent requests per round")
     parser.add_argument("--new-tokens", type=int, default=16)
@@ -198,8 +218,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="default: bench/results/vllm_cpu.json (--share-only: vllm_cpu_share.json)")
     args = parser.parse_args(argv)
     if args.out is None:
+        suffix = "" if args.family == "llava" else f"_{args.family}"
         args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                "vllm_cpu_share.json" if args.share_only else "vllm_cpu.json")
+                                f"vllm_cpu{suffix}_share.json" if args.share_only else f"vllm_cpu{suffix}.json")
     if args.requests < 1 or args.repeats < 1 or args.new_tokens < 1 or any(k < 1 for k in args.keeps):
         parser.error(f"--requests, --repeats, --new-tokens and --keeps must be >= 1, got {args.requests}, "
                      f"{args.repeats}, {args.new_tokens}, {args.keeps}")
@@ -211,13 +232,17 @@ def main(argv=None) -> int:
     from idselect.vllm import engine_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
+        real_prompt, synthetic_prompt, image_size = FAMILY_INPUTS[args.family]
         if args.model:
-            path, prompt, image_size = args.model, LLAVA_PROMPT, 336
+            path, prompt = args.model, real_prompt
         else:
-            from idselect.testing.model_dirs import SHAPES, save_tiny_llava
+            from idselect.testing.model_dirs import save_tiny_llava, save_tiny_qwen
 
-            path, prompt, image_size = tmp, SYNTHETIC_PROMPT, SHAPES["bench"]["image_size"]
-            save_tiny_llava(path, seed=0, shape="bench")
+            path, prompt = tmp, synthetic_prompt
+            if args.family == "llava":
+                save_tiny_llava(path, seed=0, shape="bench")
+            else:
+                save_tiny_qwen(path, seed=0, family=args.family, shape="bench")
         if args.share_only:
             load = os.getloadavg()[0]
             shares = measure_share(path, prompt, args, args.keeps, image_size)
@@ -232,7 +257,7 @@ def main(argv=None) -> int:
         llm = engine(path, args)
         rows.append(dict(measure(llm, prompt, args, None, image_size), variant="unpruned"))
         del llm
-        llm = engine(path, args, engine_overrides("llava", keep=max(args.keeps)))
+        llm = engine(path, args, engine_overrides(args.family, keep=max(args.keeps)))
         for keep in args.keeps:
             rows.append(dict(measure(llm, prompt, args, keep, image_size), variant="id"))
         del llm
