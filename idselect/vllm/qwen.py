@@ -55,7 +55,7 @@ from vllm.multimodal.processing import PromptReplacement
 from .. import importance as imp
 from . import GAMMA, KEEP, QUERY, engine_settings, llava
 from .llava import BudgetedProcessor, UnprunedTokenBudget, host_values
-from .selection import joined, kept_embeddings
+from .selection import joined, kept_embeddings, upload
 
 #: Extra channels appended to each image's kept rows: their (t, h, w) M-RoPE offsets.
 POSITION_CHANNELS = 3
@@ -228,31 +228,33 @@ class RelevancePruning:
         channels appended; no host synchronisation."""
         width = self.llm_input_width()
         features = [emb[:, :width] for emb in embeddings]  # what the LLM's layer 0 receives
-        device = embeddings[0].device
-        positions = grid_positions(grids, self.config.vision_config.spatial_merge_size)
-        positions = positions.to(device, non_blocking=True)
+        groups = group_by_size(features)
+        # One host-to-device copy: the rows' (t, h, w), the query tokens, each size run's images.
+        positions, query_ids, *members = upload([grid_positions(grids, self.config.vision_config.spatial_merge_size),
+                                                 np.asarray(queries), *map(np.asarray, groups.values())],
+                                                embeddings[0].device)
         rows = torch.cat([joined(embeddings), positions.to(embeddings[0].dtype)], dim=1)
         rows = rows.split([emb.shape[0] for emb in embeddings])
-        return tuple(kept_embeddings(features, self.relevance(features, queries), keeps, gammas, rows_of=rows))
+        scores = self.relevance(features, query_ids, dict(zip(groups, members)), groups)
+        return tuple(kept_embeddings(features, scores, keeps, gammas, rows_of=rows))
 
     def llm_input_width(self) -> int:
         """Channels of an image row that enter the LLM as its input embedding."""
         return self.config.text_config.hidden_size
 
-    def relevance(self, embeddings: Sequence[torch.Tensor], queries: Sequence[int]) -> List[torch.Tensor]:
-        """Per image [T_i] float32: the attention of its query token (the prompt's last) to its
-        tokens at LLM layer 0, as idselect.importance.instruction_relevance computes it with
-        transformers' layers; images of equal size in one batched pass."""
+    def relevance(self, features: Sequence[torch.Tensor], query_ids: torch.Tensor, members: Dict[int, torch.Tensor],
+                  groups: Dict[int, List[int]]) -> List[torch.Tensor]:
+        """Per image [T_i] float32: the attention of its query token (the prompt's last;
+        ``query_ids`` on the device) to its tokens at LLM layer 0, as
+        idselect.importance.instruction_relevance computes it with transformers' layers; the
+        images of each size run (``groups`` on the host, ``members`` on the device) in one pass."""
         llm = self.language_model.model
-        layer, device = llm.layers[0], embeddings[0].device
-        query_ids = torch.tensor(queries, dtype=torch.long).to(device, non_blocking=True)
         query_hidden = llm.embed_tokens(query_ids)  # [G, H]: text tokens enter layer 0 as their embeddings
-        out: List[Optional[torch.Tensor]] = [None] * len(embeddings)
-        for size, members in group_by_size(embeddings).items():
-            keys = torch.stack([embeddings[i] for i in members])  # [g, T, H]
-            index = torch.tensor(members, dtype=torch.long).to(device, non_blocking=True)
-            values = layer_relevance(layer, query_hidden.index_select(0, index), keys)
-            for row, i in enumerate(members):
+        out: List[Optional[torch.Tensor]] = [None] * len(features)
+        for size, images in groups.items():
+            keys = torch.stack([features[i] for i in images])  # [g, T, H]
+            values = layer_relevance(llm.layers[0], query_hidden.index_select(0, members[size]), keys)
+            for row, i in enumerate(images):
                 out[i] = values[row]
         return out
 

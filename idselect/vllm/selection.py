@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import importance as imp
+from ..hooks.engine import upload  # noqa: F401 (one host-to-device copy; llava.py imports it from here)
 from ..api import select as op_select
 
 __all__ = ["kept_rows", "kept_embeddings"]
@@ -266,20 +267,3 @@ def joined(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
             and t.storage_offset() == first.storage_offset() + j * step for j, t in enumerate(tensors)):
         return first.as_strided((len(tensors) * shape[0], *shape[1:]), first.stride(), first.storage_offset())
     return torch.cat(tensors)
-
-
-def upload(arrays: Sequence[np.ndarray], device: torch.device) -> List[torch.Tensor]:
-    """Host int64 arrays on ``device`` in one copy (pinned and asynchronous on CUDA), with their
-    shapes (as idselect.hooks.engine.upload)."""
-    flat = np.concatenate([np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays])
-    buffer = torch.from_numpy(flat)
-    if device.type == "cuda":
-        buffer = buffer.pin_memory().to(device, non_blocking=True)
-    elif device.type != "cpu":
-        buffer = buffer.to(device)
-    out, start = [], 0
-    for a in arrays:
-        a = np.asarray(a)
-        out.append(buffer[start:start + a.size].view(a.shape))
-        start += a.size
-    return out
