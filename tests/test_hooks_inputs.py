@@ -85,3 +85,34 @@ def test_static_cache_without_a_mask_continues_the_pruned_cache():
         static = model.generate(**kwargs, max_new_tokens=5, min_new_tokens=5, do_sample=False,
                                 cache_implementation="static")
     assert torch.equal(static, dynamic)
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+@pytest.mark.parametrize("keep", [1, 2])
+def test_images_masked_whole_in_every_row_are_dropped(family, keep):
+    """Every image of the batch hidden by the attention mask (transformers'
+    test_generate_with_and_without_position_ids flips a mask so that it covers the images):
+    the call has media to prune and no candidate. It used to stop with torch.cat()'s "expected a
+    non-empty list of Tensors" from the empty candidate table; the masked images are dropped and
+    the rest runs. Oracle: the unpatched model on the same prompt, where the masked images
+    reach no real token: its logits at the real columns and its greedy tokens."""
+    model = MODELS[family](0)
+    kwargs, _ = build(family, model, [(2, 1, 3), (1, 1, 2)])
+    mask = kwargs["attention_mask"].clone()
+    mask[kwargs["input_ids"] == tiny.IMAGE_TOKEN] = 0
+    kwargs["attention_mask"] = mask
+    gen = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    with torch.no_grad():
+        want = model(**kwargs).logits
+        want_tokens = model.generate(**kwargs, **gen)
+    with torch.no_grad(), idselect.patch(model, keep=keep) as handle:
+        got = model(**kwargs).logits
+        stats = handle.last_stats
+        got_tokens = model.generate(**kwargs, **gen)
+    assert stats["visual_tokens_after"] == 0
+    assert [k.numel() for k in stats["kept_indices"]] == [0, 0]
+    for row in range(mask.shape[0]):
+        real = mask[row].bool()
+        width = int(real.sum())
+        torch.testing.assert_close(got[row, -width:], want[row, real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(got_tokens[:, -4:], want_tokens[:, -4:])

@@ -315,6 +315,8 @@ class CandidateTable:
 
     def saliency(self) -> torch.Tensor:
         """[G, n] float: every medium's saliency at its candidates (one cat, one gather)."""
+        if not self.media:  # every pruned medium is masked out: an empty table
+            return torch.zeros(self.rows.shape, dtype=torch.float32, device=self.rows.device)
         flat = torch.cat([part.reshape(-1) for p in self.media for part in p.media.saliencies()])
         return flat.to(self.rows.device)[self.saliency_index]
 
