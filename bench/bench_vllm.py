@@ -23,7 +23,8 @@ another's work); medians with p10 / p90 of
 the family's layout at CPU-sized widths with random weights (idselect.testing.model_dirs, shape
 "bench"): LLaVA-1.5's 576 visual tokens (336 px images, 14 px patches; CLIP 256 wide x 4 layers,
 Llama 512 wide x 4 layers); Qwen's 256 visual tokens (448 px images for Qwen2.5-VL, 512 px for
-Qwen3-VL; vision 256 wide, LLM 512 wide x 4 layers). With ``--model PATH`` a real checkpoint of
+Qwen3-VL; vision 256 wide x 2 layers, LLM 512 wide x 4 layers: the ratio of tower to LLM work
+of a real model, idselect.testing.model_dirs.QWEN_SHAPES). With ``--model PATH`` a real checkpoint of
 the family (e.g. llava-hf/llava-1.5-7b-hf on a GPU: see docs/serving.md for the command).
 
     python bench/bench_vllm.py                          # CPU, bench shape

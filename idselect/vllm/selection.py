@@ -199,7 +199,7 @@ class _Step:
         plan = self.plan
         if not plan.table:
             return []
-        local, flat, lengths = up[0], up[1], up[2]
+        flat, lengths = up[1], up[2]
         source = joined([self.features[i] for i in plan.partial]).detach()
         raw = joined([self.scores[i] for i in plan.partial]).detach()
         tokens = self._identity()
