@@ -203,6 +203,7 @@ class RelevancePruning:
         enable_position_recompute(vllm_config.model_config.multimodal_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self.is_multimodal_pruning_enabled = True
+        self.encoder_budget_tokens = vllm_config.scheduler_config.max_num_encoder_input_tokens
 
     # -- the encoder step: all images of a step in one selection -------------------------------------
 
@@ -215,11 +216,34 @@ class RelevancePruning:
         image_input = self._parse_and_validate_image_input(**kwargs)
         if image_input is None:
             return []
-        embeddings = list(self._process_image_input(image_input))  # per image [T_i, D (+ DeepStack levels)]
-        count = len(embeddings)
         grids = image_input["image_grid_thw"].tolist()  # a host tensor (keep_on_cpu): no sync
+        embeddings = self.encode(image_input["pixel_values"], image_input["image_grid_thw"], grids)
+        count = len(embeddings)
         return self.prune_step(embeddings, grids, host_values(keeps, count, int), host_values(gammas, count, float),
                                host_values(queries, count, int))
+
+    def encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, grids: Sequence[Sequence[int]]) -> List[torch.Tensor]:
+        """Per image [T_i, D (+ DeepStack levels)]: the model's own image path, on runs of
+        consecutive images whose unpruned tokens fit vLLM's per-step encoder budget. The
+        scheduler charges an image its kept tokens only, so a step may bring far more images
+        than the unpruned model's memory profile covered; the tower takes them as the unpruned
+        model would (at least one image per call)."""
+        merge = self.config.vision_config.spatial_merge_size
+        tokens = [t * h * w // merge ** 2 for t, h, w in grids]
+        patches = [t * h * w for t, h, w in grids]
+        embeddings: List[torch.Tensor] = []
+        start = 0
+        while start < len(grids):
+            end, used = start + 1, tokens[start]
+            while end < len(grids) and used + tokens[end] <= self.encoder_budget_tokens:
+                used += tokens[end]
+                end += 1
+            first = sum(patches[:start])
+            part = self._parse_and_validate_image_input(pixel_values=pixel_values[first:first + sum(patches[start:end])],
+                                                        image_grid_thw=grid_thw[start:end])
+            embeddings += list(self._process_image_input(part))
+            start = end
+        return embeddings
 
     def prune_step(self, embeddings: Sequence[torch.Tensor], grids: Sequence[Sequence[int]], keeps: Sequence[int],
                    gammas: Sequence[float], queries: Sequence[int]) -> tuple:
