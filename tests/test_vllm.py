@@ -198,7 +198,7 @@ def test_engine_overrides_and_their_errors():
     with pytest.raises(ValueError, match=r"importance='saliency' is not available in vLLM for qwen2_5_vl: only 'relevance'"):
         idv.engine_overrides("qwen2_5_vl", keep=64, importance="saliency")
     with pytest.raises(ValueError, match=r"model_type='internvl' has no vLLM integration yet \(supported: llava, llava_next, "
-                                         r"qwen2_5_vl\)"):
+                                         r"qwen2_5_vl, qwen3_vl\)"):
         idv.engine_overrides("internvl", keep=64)
     with pytest.raises(ValueError, match=r"keep must be >= 1 .*got 0"):
         idv.engine_overrides("llava", keep=0)
