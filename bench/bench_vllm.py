@@ -17,6 +17,11 @@ another's work); medians with p10 / p90 of
   here), with the same rounds of fresh images; medians over encoder steps with p10 / p90.
   On a GPU each timed part synchronises the device first and last (it distorts that pass,
   not the throughput rounds).
+- the ceiling (``--ceiling``, on by default; in the share pass, so that every time in it comes
+  from in-process engines with the same threads): vLLM's own model on the same rounds and on
+  the prompt without its image; a pruned round still runs the tower on every image and still
+  has the text and the new tokens to compute, so unpruned round / (text-only round + tower per
+  round) bounds the requests/s any selection after the tower can give.
 
 ``--family`` picks the model family: ``llava`` (default), ``qwen2_5_vl`` or ``qwen3_vl``
 (importance there is relevance: its share counts ``relevance``). Without ``--model`` the model is
@@ -49,6 +54,9 @@ QWEN_SYNTHETIC_PROMPT = SYNTHETIC_PROMPT.replace("<image>", "<|vision_start|><|i
 QWEN_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe this image in detail."
                "<|im_end|>\n<|im_start|>assistant\n")
 FAMILIES = ("llava", "qwen2_5_vl", "qwen3_vl")
+#: Per family: the image's placeholder in its prompts (removed for the text-only rounds).
+PLACEHOLDER = {"llava": "<image>", "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>",
+               "qwen3_vl": "<|vision_start|><|image_pad|><|vision_end|>"}
 #: Per family: (real checkpoints' prompt, bench-shape prompt, bench image side in px).
 FAMILY_INPUTS = {"llava": (LLAVA_PROMPT, SYNTHETIC_PROMPT, 336), "qwen2_5_vl": (QWEN_PROMPT, QWEN_SYNTHETIC_PROMPT, 448),
                  "qwen3_vl": (QWEN_PROMPT, QWEN_SYNTHETIC_PROMPT, 512)}
@@ -63,7 +71,8 @@ def images(count, seed, size):
 
 def measure(llm, prompt, args, keep, image_size, after_warmup=None):
     """Rounds of args.requests concurrent requests; returns the row of one (engine, keep).
-    ``after_warmup`` is called once, before the first measured round."""
+    ``after_warmup`` is called once, before the first measured round. ``image_size`` None: the
+    prompt goes without an image (the text-only rounds)."""
     import vllm
 
     from idselect.tools import benchmark
@@ -74,8 +83,8 @@ def measure(llm, prompt, args, keep, image_size, after_warmup=None):
         if r == args.warmup and after_warmup is not None:
             after_warmup()
         batch = []
-        for img in images(args.requests, seed=1000 * r + (keep or 0), size=image_size):
-            req = {"prompt": prompt, "multi_modal_data": {"image": img}}
+        for img in images(args.requests, seed=1000 * r + (keep or 0), size=image_size or 1):
+            req = {"prompt": prompt} if image_size is None else {"prompt": prompt, "multi_modal_data": {"image": img}}
             if keep is not None:
                 req["mm_processor_kwargs"] = {"idselect_keep": keep}
             batch.append(req)
@@ -156,13 +165,18 @@ def measure_share(path, prompt, args, keeps, image_size):
     from idselect.vllm import ARCHITECTURES, _MODEL_CLASSES, engine_overrides
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # read when the engine starts
+    if args.ceiling:
+        llm = engine(path, args)
+        unpruned = measure(llm, prompt, args, None, image_size)
+        text_only = measure(llm, prompt.replace(PLACEHOLDER[args.family], ""), args, None, None)
+        del llm
     llm = engine(path, args, engine_overrides(args.family, keep=max(keeps)))
     module, name = _MODEL_CLASSES[ARCHITECTURES[args.family]].split(":")
     shares = {}
     for keep in keeps:
         timer = EncoderStepTimer(getattr(importlib.import_module(module), name))
         try:
-            measure(llm, prompt, args, keep, image_size, after_warmup=timer.steps.clear)
+            pruned = measure(llm, prompt, args, keep, image_size, after_warmup=timer.steps.clear)
         finally:
             timer.remove()
         steps = timer.steps
@@ -174,9 +188,27 @@ def measure_share(path, prompt, args, keeps, image_size):
                             ("encoder_step_ms", [1000 * t for _, _, t in steps])]:
             p10, median, p90 = np.percentile(values, [10, 50, 90])  # within the observed range
             row.update({key: float(median), key + "_p10": float(p10), key + "_p90": float(p90)})
+        if args.ceiling:
+            row.update(ceiling(unpruned, text_only, pruned, row, args))
         shares[keep] = row
     del llm
     return shares
+
+
+def ceiling(unpruned, text_only, pruned, share, args) -> dict:
+    """The most requests/s any selection after the vision tower could give over the unpruned model
+    on these rounds, all measured in one in-process pass (the same threads): a pruned round still
+    runs the tower on every image, and its LLM still reads the text and writes every new token,
+    so it takes at least a text-only round plus the tower's time per round (medians; the tower:
+    an encoder step less idselect's part, times the encoder steps per round)."""
+    def round_ms(row):
+        return 1000 * args.requests / row["requests_per_s"]
+
+    tower_ms = (share["encoder_step_ms"] - share["select_ms"]) * share["encoder_steps"] / args.repeats
+    return {"unpruned_round_ms": round_ms(unpruned), "text_only_round_ms": round_ms(text_only),
+            "pruned_round_ms": round_ms(pruned), "tower_ms_per_round": tower_ms,
+            "ceiling_vs_unpruned": round_ms(unpruned) / (round_ms(text_only) + tower_ms),
+            "in_process_vs_unpruned": round_ms(unpruned) / round_ms(pruned)}
 
 
 def engine(path, args, overrides=None):
@@ -215,6 +247,9 @@ def main(argv=None) -> int:
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the selection's share of an encoder step (an in-process pass)")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the prompt without its image on vLLM's own model, for the ceiling of "
+                             "any selection after the vision tower")
     parser.add_argument("--share-only", action="store_true", help="only the share pass (no throughput rows)")
     parser.add_argument("--out", help="default: bench/results/vllm_cpu.json (--share-only: vllm_cpu_share.json)")
     args = parser.parse_args(argv)
@@ -280,6 +315,13 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:8.1f} ({r['tokens_per_s_p10']:.1f}-{r['tokens_per_s_p90']:.1f}) "
               f"{r['ttft_ms']:8.1f} ({r['ttft_ms_p10']:.1f}-{r['ttft_ms_p90']:.1f}) "
               f"{r['throughput_vs_unpruned']:7.2f}x {r['ttft_vs_unpruned']:6.2f}x")
+    if args.share and args.ceiling and len(rows) > 1:
+        print("ceiling of any selection after the tower (the in-process pass: unpruned round / (text-only round + "
+              "tower per round)) and that pass's own ratio:")
+        for r in rows[1:]:
+            print(f"  keep {r['keep']:>4}: ceiling {r['ceiling_vs_unpruned']:.2f}x = {r['unpruned_round_ms']:.0f} ms / "
+                  f"({r['text_only_round_ms']:.0f} ms + {r['tower_ms_per_round']:.0f} ms); measured there "
+                  f"{r['in_process_vs_unpruned']:.2f}x ({r['pruned_round_ms']:.0f} ms a round)")
     if args.share and len(rows) > 1:
         print("selection's share of an encoder step (idselect's importance + selection / embed_multimodal), "
               "medians over encoder steps (p10-p90):")

@@ -7,7 +7,7 @@
 #   1. device facts            2. build the extension (nvcc, sm_90)
 #   3. correctness: every CUDA path vs the reference (compiled kernel, default device path,
 #      graph capture; the Gram path also with its opt-in review-v2 variants, IDSELECT_CUDA_TUNED=1,
-#      which must give the verified path's bits), then the shared suites on CUDA
+#      which must give the verified path's bits), then the shared suites on CUDA and the vLLM plugin's batched selection (one pinned upload, no sync)
 #   4. op benchmark at the four goal shapes, every path side by side; 4b. the same shapes
 #      kernel by kernel (torch.profiler: norms, Gram, greedy, streaming)
 #   5. end to end, LLaVA-1.5-7B shape (bf16, random weights): batch 1 and 8, unpruned vs keep
@@ -111,7 +111,8 @@ run "tests: every CUDA path (default routing)" 100 tests_cuda.log \
   "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
 run "tests: shared suites on CUDA (kernel), routing" 40 tests_shared.log \
   "${KERNEL_ENV[@]}" $PY -m pytest -q -p no:cacheprovider -k "cuda or routing or turned_off or on_by_default or bad_setting" \
-  tests/test_select.py tests/test_errors.py tests/test_properties.py tests/test_device_path.py
+  tests/test_select.py tests/test_errors.py tests/test_properties.py tests/test_device_path.py \
+  tests/test_vllm_selection.py
 if [ $REHEARSE = 1 ]; then
   run "tests: the CPU kernel and the device path against the reference" 120 tests_cpu.log \
     $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_select.py tests/test_device_path.py

@@ -10,9 +10,6 @@ imported), float32 (bfloat16 on CPU drifts from the transformers run).
 """
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import urllib.error
 import urllib.request
 
@@ -27,7 +24,7 @@ import idselect  # noqa: E402
 from idselect import vllm as idv  # noqa: E402
 from idselect.testing.model_dirs import IMAGE, prompt_ids, save_tiny_llava, sample_image, vocabulary  # noqa: E402
 from idselect.vllm.llava import check_model  # noqa: E402
-from vllm_serving import data_url, post, served  # noqa: E402
+from vllm_serving import child_engine, data_url, post, served  # noqa: E402
 
 ENGINE_KEEP = 4
 TOKENS_PER_IMAGE = 16
@@ -462,67 +459,16 @@ def test_an_engine_without_keep_refuses_to_start(folder):
 
 # -- other processes: vLLM's default multi-process engine, tensor parallelism, the server --------
 
-CHILD = textwrap.dedent(
-    """
-    import json, sys
-
-    def main():
-        import vllm
-        from idselect.testing.model_dirs import prompt_ids, sample_image
-        path, overrides, extra, cases = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-        try:
-            llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=256,
-                           seed=0, hf_overrides=overrides, **extra)
-            requests = []
-            for words, image_seeds, request_keep in cases:
-                images = [sample_image(seed) for seed in image_seeds]
-                req = {"prompt_token_ids": prompt_ids(words, len(images)),
-                       "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
-                if request_keep is not None:
-                    req["mm_processor_kwargs"] = {"idselect_keep": request_keep}
-                requests.append(req)
-            outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=%d, ignore_eos=True),
-                                   use_tqdm=False)
-        except Exception as error:  # the whole chain: vLLM wraps a start-up failure
-            chain = []
-            while error is not None:
-                chain.append(f"{type(error).__name__}: {error}")
-                error = error.__cause__ or error.__context__
-            print("ERROR " + json.dumps(" <- ".join(chain)), flush=True)
-            return
-        print("TOKENS " + json.dumps([list(o.outputs[0].token_ids) for o in outputs]), flush=True)
-
-    if __name__ == "__main__":  # the engine's processes start with spawn
-        main()
-    """ % NEW_TOKENS
-)
 #: (words, image seeds, request keep)
 CHILD_CASES = [(["describe", "the", "image"], [100], None), (["what", "is", "in", "this", "picture"], [101], 2),
                (["colour"], [102], 9)]
 
 
-def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=None, expect_error=False, timeout=300,
-              logs=None):
-    """Run an engine in a process of its own (vLLM's default multi-process mode); returns its
-    greedy tokens per case, or with ``expect_error`` the error chain it reported. ``logs``, a
-    list, gets the processes' output."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    env = dict(os.environ, **env_extra)
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
+def run_child(tmp_path, folder, extra, env_extra, cases=CHILD_CASES, overrides=None, expect_error=False, logs=None):
+    """An engine in a process of its own (vllm_serving.child_engine) with ENGINE_ARGS and ``extra``."""
     overrides = idv.engine_overrides(folder[3], keep=ENGINE_KEEP) if overrides is None else overrides
-    done = subprocess.run([sys.executable, str(script), folder[0], json.dumps(overrides), json.dumps(extra), json.dumps(cases)],
-                          capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
-    if logs is not None:
-        logs.append(done.stdout + done.stderr)
-    found = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
-             if line.startswith(("TOKENS ", "ERROR "))}
-    assert done.returncode == 0 and found, done.stderr[-4000:]
-    if expect_error:
-        assert "ERROR" in found, f"expected a refusal, got tokens {found}"
-        return found["ERROR"]
-    assert "TOKENS" in found, found.get("ERROR")
-    return found["TOKENS"]
+    return child_engine(tmp_path, folder[0], overrides, dict(ENGINE_ARGS, **extra), cases, "llava", NEW_TOKENS,
+                        env_extra, expect_error=expect_error, logs=logs)
 
 
 def expected_child_tokens(folder, cases=CHILD_CASES):

@@ -9,10 +9,7 @@ rule for text after a pruned image gives other tokens.
 Runs where vLLM is installed (.ci/vllm.sh); skipped elsewhere. In-process engine (one per
 module and family), float32.
 """
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import urllib.error
 
@@ -25,7 +22,7 @@ import idselect  # noqa: E402
 from idselect import vllm as idv  # noqa: E402
 from idselect.testing.model_dirs import (QWEN_IMAGE_PART, qwen_prompt_ids, qwen_vocabulary,  # noqa: E402
                                          sample_qwen_image, save_tiny_qwen)
-from vllm_serving import data_url, post, served  # noqa: E402
+from vllm_serving import child_engine, data_url, post, served  # noqa: E402
 
 ENGINE_KEEP = 4
 NEW_TOKENS = 8
@@ -183,81 +180,36 @@ def test_the_oracle_tells_selections_apart(folder):
 
 # -- other processes: chunked prefill, the generic position rule, tensor parallelism, the server ----
 
-CHILD = textwrap.dedent(
+#: vLLM's EVS rule for Qwen2.5-VL, run first in an engine's process: text after an image restarts
+#: at its base + the grid's width (ours: + max(height, width)).
+GENERIC_RULE = textwrap.dedent(
     """
-    import json, sys
+    from idselect.vllm import qwen
 
-    def main():
-        import numpy as np
-        import vllm
-        from idselect.testing.model_dirs import qwen_prompt_ids, sample_qwen_image
-        path, overrides, extra, cases, rule = (sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]),
-                                               json.loads(sys.argv[4]), sys.argv[5])
-        if rule == "generic":  # vLLM's EVS rule for Qwen2.5-VL: text after an image restarts at its base + grid width
-            from idselect.vllm import qwen
-            ours = qwen.RelevancePruning.get_mrope_input_positions
+    ours = qwen.RelevancePruning.get_mrope_input_positions
 
-            def generic(self, input_tokens, mm_features):
-                positions, delta = ours(self, input_tokens, mm_features)
-                merge = self.config.vision_config.spatial_merge_size
-                positions = positions.clone()
-                for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
-                    t, h, w = feature.data["image_grid_thw"].data.tolist()
-                    end = feature.mm_position.offset + feature.mm_position.length
-                    shift = max(h, w) // merge - w // merge  # ours minus the generic rule's extent
-                    positions[:, end:] -= shift
-                    delta -= shift
-                return positions, delta
+    def generic(self, input_tokens, mm_features):
+        positions, delta = ours(self, input_tokens, mm_features)
+        merge = self.config.vision_config.spatial_merge_size
+        positions = positions.clone()
+        for feature in sorted(mm_features, key=lambda f: f.mm_position.offset):
+            t, h, w = feature.data["image_grid_thw"].data.tolist()
+            end = feature.mm_position.offset + feature.mm_position.length
+            shift = max(h, w) // merge - w // merge  # ours minus the generic rule's extent
+            positions[:, end:] -= shift
+            delta -= shift
+        return positions, delta
 
-            qwen.RelevancePruning.get_mrope_input_positions = generic
-        try:
-            llm = vllm.LLM(path, dtype="float32", enforce_eager=True, kv_cache_memory_bytes=64 << 20, max_model_len=512,
-                           seed=0, hf_overrides=overrides, limit_mm_per_prompt={"image": 2}, **extra)
-            requests = []
-            for words, seeds, keep in cases:
-                images = [sample_qwen_image(s) for s in seeds]
-                req = {"prompt_token_ids": qwen_prompt_ids(words, len(images)),
-                       "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
-                if keep is not None:
-                    req["mm_processor_kwargs"] = {"idselect_keep": keep}
-                requests.append(req)
-            outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=%d, ignore_eos=True),
-                                   use_tqdm=False)
-        except Exception as error:  # the whole chain: vLLM wraps a start-up failure
-            chain = []
-            while error is not None:
-                chain.append(f"{type(error).__name__}: {error}")
-                error = error.__cause__ or error.__context__
-            print("ERROR " + json.dumps(" <- ".join(chain)), flush=True)
-            return
-        print("TOKENS " + json.dumps([list(o.outputs[0].token_ids) for o in outputs]), flush=True)
-
-    if __name__ == "__main__":  # the engine's processes start with spawn
-        main()
-    """ % NEW_TOKENS
+    qwen.RelevancePruning.get_mrope_input_positions = generic
+    """
 )
 
 
-def run_child(tmp_path, folder, cases, extra=None, env_extra=None, rule="ours", overrides=None, expect_error=False):
-    """Run an engine in a process of its own; returns its greedy tokens per case, or with
-    ``expect_error`` the error chain it reported."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    env = dict(os.environ)
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
-    env.update(env_extra or {})
+def run_child(tmp_path, folder, cases, extra=None, env_extra=None, prelude="", overrides=None, expect_error=False):
+    """An engine in a process of its own (vllm_serving.child_engine) with ENGINE_ARGS and ``extra``."""
     overrides = idv.engine_overrides(folder[3], keep=ENGINE_KEEP) if overrides is None else overrides
-    done = subprocess.run([sys.executable, str(script), folder[0], json.dumps(overrides), json.dumps(extra or {}),
-                           json.dumps(cases), rule], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=str(tmp_path))
-    found = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
-             if line.startswith(("TOKENS ", "ERROR "))}
-    assert done.returncode == 0 and found, done.stderr[-4000:]
-    if expect_error:
-        assert "ERROR" in found, f"expected a refusal, got tokens {found}"
-        return found["ERROR"]
-    assert "TOKENS" in found, found.get("ERROR")
-    return found["TOKENS"]
+    return child_engine(tmp_path, folder[0], overrides, dict(ENGINE_ARGS, **(extra or {})), cases, "qwen", NEW_TOKENS,
+                        env_extra, prelude=prelude, expect_error=expect_error)
 
 
 def expected(folder, cases):
@@ -281,7 +233,7 @@ def test_the_generic_position_rule_gives_other_tokens(tmp_path, folder):
         pytest.skip("one family shows it; the rule code is shared")
     cases = [(words, [2], keep) for words, _ in PROMPTS for keep in (1, 3, 6)]
     tokens = run_child(tmp_path, folder, cases, env_extra={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},  # patched in this process
-                       rule="generic")
+                       prelude=GENERIC_RULE)
     oracle = expected(folder, cases)
     assert sum(a != b for a, b in zip(tokens, oracle)) >= 3, "the generic rule gives the hooks' tokens here"
 

@@ -244,3 +244,46 @@ def test_one_projector_call_copies_no_features():
     assert counts.syncs == 0
     # cat of the 8 score columns, minmax, the op, sort, gather of the picks, the kept rows' gather
     assert counts.by_op["cat"] == 1 and counts.by_op["index"] == 1, dict(counts.by_op)
+
+
+# On CUDA (bench/gpu_session.sh runs these): the host-planned table goes up in one pinned,
+# asynchronous copy and the op runs on the device; the rows must be those of the pure-PyTorch
+# reference on each image alone (distinct random scores and features: no near-ties), and the
+# pass must not synchronise the host with the device.
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _untied_step(seed, dtype, images=9, dim=24):
+    features, scores, keeps, gammas, candidates = random_step(seed, dtype, images, dim)
+    gen = torch.Generator().manual_seed(seed)
+    features = [torch.randn(f.shape, generator=gen).to(dtype) for f in features]
+    scores = [torch.rand(s.shape, generator=gen) for s in scores]
+    return features, scores, keeps, gammas, candidates
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("seed", range(6))
+def test_cuda_same_rows_as_the_reference_on_each_image(seed, dtype):
+    features, scores, keeps, gammas, candidates = _untied_step(200 + seed, dtype)
+    on_gpu = ([f.cuda() for f in features], [s.cuda() for s in scores])
+    rows = kept_rows(*on_gpu, keeps, gammas, candidates)
+    embeds = kept_embeddings(*on_gpu, keeps, gammas, candidates)
+    for i in range(len(features)):
+        want = oracle(features[i], scores[i], keeps[i], gammas[i], candidates[i], select=reference.select)
+        assert rows[i].device.type == "cuda" and torch.equal(rows[i].cpu(), want), (i, keeps[i], gammas[i])
+        assert torch.equal(embeds[i].cpu(), features[i][want])
+
+
+@needs_cuda
+@pytest.mark.parametrize("fn", [kept_rows, kept_embeddings], ids=["kept_rows", "kept_embeddings"])
+def test_cuda_no_host_synchronisation(fn):
+    features, scores, keeps, gammas, candidates = _step(12)
+    args = ([f.cuda() for f in features], [s.cuda() for s in scores], keeps, gammas, candidates)
+    fn(*args)  # warm-up: first-call allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn(*args)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

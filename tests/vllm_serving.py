@@ -1,5 +1,5 @@
-"""What the vLLM tests share to run `vllm serve` and talk to it (tests/test_vllm.py,
-tests/test_vllm_qwen.py)."""
+"""What the vLLM tests share to run an engine in a process of its own, to run `vllm serve` and
+to talk to it (tests/test_vllm.py, tests/test_vllm_qwen.py)."""
 import base64
 import contextlib
 import importlib.metadata
@@ -95,3 +95,79 @@ def served(tmp_path, model_path: str, overrides: dict, max_model_len: int = 256,
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+#: An engine in a process of its own (``child_engine``). argv: the model folder, hf_overrides,
+#: engine arguments, cases [(words, image seeds, request keep or None)], the prompt layout
+#: ("llava" or "qwen": idselect.testing.model_dirs' prompts and sample images), the new tokens,
+#: and a Python file to run first (a test's change to this process only) or "". Prints
+#: "TOKENS [...]" (greedy tokens per case) or "ERROR ..." (the error and its causes).
+CHILD = textwrap.dedent(
+    """
+    import json, runpy, sys
+
+    def main():
+        path, overrides, engine_args, cases, layout, new_tokens, prelude = (
+            sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5],
+            int(sys.argv[6]), sys.argv[7])
+        if prelude:
+            runpy.run_path(prelude)
+        import vllm
+        from idselect.testing import model_dirs
+        prompt_ids, image = ((model_dirs.qwen_prompt_ids, model_dirs.sample_qwen_image) if layout == "qwen"
+                             else (model_dirs.prompt_ids, model_dirs.sample_image))
+        try:
+            llm = vllm.LLM(path, hf_overrides=overrides, **engine_args)
+            requests = []
+            for words, seeds, keep in cases:
+                images = [image(seed) for seed in seeds]
+                req = {"prompt_token_ids": prompt_ids(words, len(images)),
+                       "multi_modal_data": {"image": images if len(images) > 1 else images[0]}}
+                if keep is not None:
+                    req["mm_processor_kwargs"] = {"idselect_keep": keep}
+                requests.append(req)
+            outputs = llm.generate(requests, vllm.SamplingParams(temperature=0.0, max_tokens=new_tokens,
+                                                                 ignore_eos=True), use_tqdm=False)
+        except Exception as error:  # the whole chain: vLLM wraps a start-up failure
+            chain = []
+            while error is not None:
+                chain.append(f"{type(error).__name__}: {error}")
+                error = error.__cause__ or error.__context__
+            print("ERROR " + json.dumps(" <- ".join(chain)), flush=True)
+            return
+        print("TOKENS " + json.dumps([list(o.outputs[0].token_ids) for o in outputs]), flush=True)
+
+    if __name__ == "__main__":  # the engine's processes start with spawn
+        main()
+    """
+)
+
+
+def child_engine(tmp_path, model_path: str, overrides: dict, engine_args: dict, cases, layout: str, new_tokens: int,
+                 env_extra=None, prelude: str = "", expect_error=False, timeout=300, logs=None):
+    """Run ``CHILD`` (vLLM's default: the engine in a process of its own, unless ``env_extra``
+    says otherwise); returns its greedy tokens per case, or with ``expect_error`` the error
+    chain it reported. ``prelude``: Python source the child runs first. ``logs``, a list, gets
+    the processes' output."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    prelude_path = ""
+    if prelude:
+        prelude_path = str(tmp_path / "child_prelude.py")
+        (tmp_path / "child_prelude.py").write_text(prelude)
+    env = dict(os.environ)
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # vLLM's default: the engine in its own process
+    env.update(env_extra or {})
+    done = subprocess.run([sys.executable, str(script), model_path, json.dumps(overrides), json.dumps(engine_args),
+                           json.dumps(cases), layout, str(new_tokens), prelude_path],
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=str(tmp_path))
+    if logs is not None:
+        logs.append(done.stdout + done.stderr)
+    found = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines()
+             if line.startswith(("TOKENS ", "ERROR "))}
+    assert done.returncode == 0 and found, done.stderr[-4000:]
+    if expect_error:
+        assert "ERROR" in found, f"expected a refusal, got tokens {found}"
+        return found["ERROR"]
+    assert "TOKENS" in found, found.get("ERROR")
+    return found["TOKENS"]
