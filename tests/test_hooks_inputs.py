@@ -6,7 +6,7 @@ import torch
 
 import idselect
 from idselect.testing import tiny
-from idselect.testing.cases import MODELS, build
+from idselect.testing.cases import MODELS, build, case
 from idselect.testing.oracles import hand_pruned
 
 
@@ -116,3 +116,35 @@ def test_images_masked_whole_in_every_row_are_dropped(family, keep):
         width = int(real.sum())
         torch.testing.assert_close(got[row, -width:], want[row, real], rtol=1e-5, atol=1e-5)
     assert torch.equal(got_tokens[:, -4:], want_tokens[:, -4:])
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_hidden_states_asked_by_one_call_do_not_change_the_next(family):
+    """A call that asks for hidden states (output_hidden_states=True, or a list of layers as
+    5.2x allows), then plain calls. From 5.2x a feature function asks its tower for the feature
+    layer's hidden state alone unless the caller asks for more, so the tower's hidden states
+    that held the saliency layer's input in a call with output_hidden_states=True do not in the
+    next plain call: generate() after such a call raised "needs visual saliency, which this
+    model did not provide" (transformers' test_can_capture_specific_layers_hidden_states found
+    it). Oracle: the same patched model before those calls (two computations of one model
+    agree), tokens and logits."""
+    model, kwargs, _ = case(family, [(2, 1, 3)])
+    gen = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    # Layers as transformers' test picks them: every other hidden state of the LLM, and the last
+    # (they reach the vision tower too; the unpatched model says which lists the family takes).
+    layers = [*range(0, model.config.get_text_config().num_hidden_layers + 1, 2), -1]
+    asks = [True, layers, True, None]
+    try:
+        with torch.no_grad():
+            model(**kwargs, output_hidden_states=layers)
+    except (TypeError, IndexError, ValueError):
+        asks.remove(layers)
+    with torch.no_grad(), idselect.patch(model, keep=2) as handle:
+        want_tokens = model.generate(**kwargs, **gen)
+        want_logits = model(**kwargs).logits
+        assert handle.last_stats["visual_tokens_after"] < handle.last_stats["visual_tokens_before"]
+        for asked in asks:
+            if asked is not None:
+                assert torch.equal(model(**kwargs, output_hidden_states=asked).logits, want_logits), asked
+            assert torch.equal(model.generate(**kwargs, **gen), want_tokens), asked
+            assert torch.equal(model(**kwargs).logits, want_logits), asked

@@ -125,8 +125,9 @@ class Hooks:
         self.cache_arg = handle.cache_arg
         self.media_inputs = tuple(self.family.media_inputs) + COMMON_MEDIA_INPUTS
         self.calls = LanguageModelCalls(handle)
-        #: (feature function, saliency layer position) -> whether its output's hidden_states
-        #: hold that layer's input (learned on the first call, which captures it by a hook).
+        #: (feature function, saliency layer position, the call's output_hidden_states) ->
+        #: whether its output's hidden_states hold that layer's input (learned on the first
+        #: such call, which captures it by a hook).
         self._saliency_from_states: Dict[tuple, bool] = {}
 
     def install(self) -> None:
@@ -170,7 +171,12 @@ class Hooks:
             named = compat.bound_arguments(original, args, kwargs)
             layer = self.family.saliency_layer(self.base, tower_attr, named)
             position = None if layer is None else layer_position(getattr(self.base, tower_attr), layer)
-            from_states = self._saliency_from_states.get((original, position))
+            # Which hidden states the tower returns depends on the call's output_hidden_states
+            # (5.2x's feature functions ask for the feature layer alone unless the caller asks
+            # for more), so what the first call proved holds for calls that ask the same.
+            asked = named.get("output_hidden_states")
+            proof_key = (original, position, tuple(asked) if isinstance(asked, (list, tuple)) else asked)
+            from_states = self._saliency_from_states.get(proof_key)
             captured: List[torch.Tensor] = []
             owner = threading.get_ident()
             hook = None
@@ -195,10 +201,15 @@ class Hooks:
                 call.vision.append(timing)
             states = getattr(output, "hidden_states", None)
             if from_states:
-                captured.append(states[position])
+                if not (isinstance(states, (tuple, list)) and len(states) > position and states[position] is not None):
+                    # Not what the proof saw (a config changed in between): no saliency rather
+                    # than a guess; the next such call captures again.
+                    self._saliency_from_states[proof_key] = False
+                else:
+                    captured.append(states[position])
             elif hook is not None and captured:
                 # The tower's own hidden states hold this layer's input: read them from now on.
-                self._saliency_from_states[(original, position)] = (
+                self._saliency_from_states[proof_key] = (
                     isinstance(states, (tuple, list)) and len(states) > position and states[position] is captured[0])
             attention = cls_attention_of(layer, captured[0] if captured else None)
             media = self.family.describe(modality, self.base, named, output, attention)
