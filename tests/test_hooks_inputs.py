@@ -1,6 +1,7 @@
 """Inputs transformers' own model tests build and ours did not (issue 28): placeholder ids of a
 modality the call brings no media for, and attention masks that hide part of an image. The
 oracle is the unpatched model (identity) or the unpatched model on the hand-pruned prompt."""
+import numpy as np
 import pytest
 import torch
 
@@ -133,12 +134,13 @@ def test_hidden_states_asked_by_one_call_do_not_change_the_next(family):
     # Layers as transformers' test picks them: every other hidden state of the LLM, and the last
     # (they reach the vision tower too; the unpatched model says which lists the family takes).
     layers = [*range(0, model.config.get_text_config().num_hidden_layers + 1, 2), -1]
-    asks = [True, layers, True, None]
-    try:
-        with torch.no_grad():
-            model(**kwargs, output_hidden_states=layers)
-    except (TypeError, IndexError, ValueError):
-        asks.remove(layers)
+    asks = [True, layers, np.array(layers), 2, True, None]
+    for ask in asks[1:4]:
+        try:
+            with torch.no_grad():
+                model(**kwargs, output_hidden_states=ask)
+        except (TypeError, IndexError, ValueError):
+            asks = [a for a in asks if a is not ask]
     with torch.no_grad(), idselect.patch(model, keep=2) as handle:
         want_tokens = model.generate(**kwargs, **gen)
         want_logits = model(**kwargs).logits
@@ -148,3 +150,23 @@ def test_hidden_states_asked_by_one_call_do_not_change_the_next(family):
                 assert torch.equal(model(**kwargs, output_hidden_states=asked).logits, want_logits), asked
             assert torch.equal(model.generate(**kwargs, **gen), want_tokens), asked
             assert torch.equal(model(**kwargs).logits, want_logits), asked
+
+
+def test_layer_one_is_not_true():
+    """output_hidden_states=1 (hidden state 1 alone) after True (all of them), where the
+    saliency layer's input is hidden state 0: 1 == True in Python, so a proof keyed on the raw
+    value made with True was taken for 1 and the call found no saliency. Keys tell them apart
+    (idselect.hooks.integration.hidden_states_request); oracle: the patched model before."""
+    from idselect.hooks.integration import UNREADABLE, hidden_states_request
+
+    assert hidden_states_request(1) == ("layers", 1) != hidden_states_request(True)
+    assert hidden_states_request(np.array([2, 3])) == hidden_states_request((2, 3)) == ("layers", 2, 3)
+    assert hidden_states_request(None) is None and hidden_states_request(object()) is UNREADABLE
+    model, kwargs, _ = case("llava", [(2, 1, 3)])
+    model.config.vision_feature_layer = 1
+    with torch.no_grad():
+        model(**kwargs, output_hidden_states=1)  # the unpatched model takes it
+    with torch.no_grad(), idselect.patch(model, keep=2):
+        want = model(**kwargs).logits
+        for asked in (True, 1, True, 1):
+            assert torch.equal(model(**kwargs, output_hidden_states=asked).logits, want), asked

@@ -51,6 +51,22 @@ SALIENCY_REASON = "idselect: the vision layer's input is captured for [CLS] sali
 COMMON_MEDIA_INPUTS = ("mm_encoder_outputs",)
 
 
+#: A call's output_hidden_states in a form no proof is kept for (read by a hook every time).
+UNREADABLE = object()
+
+
+def hidden_states_request(asked: Any) -> Any:
+    """A call's ``output_hidden_states`` as a key of what the tower returns: None, True or False
+    as given; indices (an int, or a sequence of ints such as a list, tuple or array) as
+    ``("layers", i, ...)``, so that ``1`` is not ``True``; UNREADABLE for anything else."""
+    if asked is None or isinstance(asked, bool):
+        return asked
+    try:
+        return ("layers",) + tuple(int(i) for i in (asked if hasattr(asked, "__iter__") else [asked]))
+    except (TypeError, ValueError):
+        return UNREADABLE
+
+
 @dataclass
 class Call:
     """One forward call of the patched model: set by the model-forward wrapper, read by the
@@ -174,9 +190,9 @@ class Hooks:
             # Which hidden states the tower returns depends on the call's output_hidden_states
             # (5.2x's feature functions ask for the feature layer alone unless the caller asks
             # for more), so what the first call proved holds for calls that ask the same.
-            asked = named.get("output_hidden_states")
-            proof_key = (original, position, tuple(asked) if isinstance(asked, (list, tuple)) else asked)
-            from_states = self._saliency_from_states.get(proof_key)
+            request = hidden_states_request(named.get("output_hidden_states"))
+            proof_key = None if request is UNREADABLE else (original, position, request)
+            from_states = self._saliency_from_states.get(proof_key) if proof_key is not None else None
             captured: List[torch.Tensor] = []
             owner = threading.get_ident()
             hook = None
@@ -207,7 +223,7 @@ class Hooks:
                     self._saliency_from_states[proof_key] = False
                 else:
                     captured.append(states[position])
-            elif hook is not None and captured:
+            elif hook is not None and captured and proof_key is not None:
                 # The tower's own hidden states hold this layer's input: read them from now on.
                 self._saliency_from_states[proof_key] = (
                     isinstance(states, (tuple, list)) and len(states) > position and states[position] is captured[0])
