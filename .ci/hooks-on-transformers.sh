@@ -22,9 +22,6 @@ ls idselect/_C*.so > /dev/null 2>&1 || { echo "idselect/_C*.so not built: run th
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# torch.compile's on-disk cache of its own: entries another transformers or torch release wrote
-# fail dynamo's guards here (2026-12-06: the 5.25.0 run's entries, reused by 5.17.0 and 5.18.0).
-export TORCHINDUCTOR_CACHE_DIR="$work/torch-compile-cache"
 start=$(date +%s)
 "$PYTHON" -m venv "$work/venv"
 venv_python="$work/venv/bin/python"

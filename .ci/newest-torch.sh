@@ -38,9 +38,6 @@ OP_TESTS="tests/test_select.py tests/test_cpu_kernel.py tests/test_errors.py tes
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/idselect-newest-torch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# torch.compile's on-disk cache of its own: entries another transformers or torch release wrote
-# fail dynamo's guards here (2026-12-06: the 5.25.0 run's entries, reused by 5.17.0 and 5.18.0).
-export TORCHINDUCTOR_CACHE_DIR="$work/torch-compile-cache"
 "$PYTHON" -m venv "$work/venv"
 venv_python="$work/venv/bin/python"
 pinned=$(sed -n 's/^torch==//p' requirements.txt)
