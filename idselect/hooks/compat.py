@@ -124,7 +124,13 @@ _SIGNATURES: "weakref.WeakKeyDictionary[Callable, inspect.Signature]" = weakref.
 
 def signature(fn: Callable) -> inspect.Signature:
     """``inspect.signature(fn)``, computed once per function object (the wrapped functions are
-    called on every prefill and decode step)."""
+    called on every prefill and decode step). Not cached while torch.compile traces: dynamo
+    would guard on the weak dictionary's keys by position, and a key collected before the
+    guards are built made it fail ("list index out of range")."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        return inspect.signature(fn)
     try:
         return _SIGNATURES[fn]
     except (KeyError, TypeError):
