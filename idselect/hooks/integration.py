@@ -67,6 +67,11 @@ def hidden_states_request(asked: Any) -> Any:
         return UNREADABLE
 
 
+def state_at(states: Any, position: int) -> Optional[torch.Tensor]:
+    """``states[position]`` of a tower's returned hidden states, None where there is none."""
+    return states[position] if isinstance(states, (tuple, list)) and len(states) > position else None
+
+
 @dataclass
 class Call:
     """One forward call of the patched model: set by the model-forward wrapper, read by the
@@ -192,7 +197,7 @@ class Hooks:
             # for more), so what the first call proved holds for calls that ask the same.
             request = hidden_states_request(named.get("output_hidden_states"))
             proof_key = None if request is UNREADABLE else (original, position, request)
-            from_states = self._saliency_from_states.get(proof_key) if proof_key is not None else None
+            from_states = self._saliency_from_states.get(proof_key)
             captured: List[torch.Tensor] = []
             owner = threading.get_ident()
             hook = None
@@ -217,16 +222,16 @@ class Hooks:
                 call.vision.append(timing)
             states = getattr(output, "hidden_states", None)
             if from_states:
-                if not (isinstance(states, (tuple, list)) and len(states) > position and states[position] is not None):
+                held = state_at(states, position)
+                if held is None:
                     # Not what the proof saw (a config changed in between): no saliency rather
                     # than a guess; the next such call captures again.
                     self._saliency_from_states[proof_key] = False
                 else:
-                    captured.append(states[position])
+                    captured.append(held)
             elif hook is not None and captured and proof_key is not None:
                 # The tower's own hidden states hold this layer's input: read them from now on.
-                self._saliency_from_states[proof_key] = (
-                    isinstance(states, (tuple, list)) and len(states) > position and states[position] is captured[0])
+                self._saliency_from_states[proof_key] = state_at(states, position) is captured[0]
             attention = cls_attention_of(layer, captured[0] if captured else None)
             media = self.family.describe(modality, self.base, named, output, attention)
             setattr(output, MEDIA_ATTR, media)  # a ModelOutput: as_requested asks for return_dict=True
